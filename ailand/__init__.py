@@ -1,0 +1,29 @@
+"""ailand: a differentiable toy ecLand, its MLP emulator, and the tools that calibrate it.
+
+Top-level names:
+
+- :class:`ParameterSpace` - the ecLand-like parameter table, designs, unit-cube maps
+- :func:`load_sites` - static fields of the default sites (``data/sites.csv``)
+- :func:`synthetic_forcing`, :func:`open_forcing` - hourly meteorological forcing
+- :class:`ToyEcLand` - the column model (``run`` on xarray, ``simulate`` on torch tensors)
+"""
+
+from .params import ParameterSpace, DATA_DIR
+
+__all__ = ["ParameterSpace", "DATA_DIR", "load_sites", "synthetic_forcing", "open_forcing", "ToyEcLand"]
+
+
+def __getattr__(name):  # lazy: keep `import ailand` light and let modules land one by one
+    if name == "load_sites":
+        from .sites import load_sites
+
+        return load_sites
+    if name in ("synthetic_forcing", "open_forcing", "validate_forcing"):
+        from . import forcing
+
+        return getattr(forcing, name)
+    if name == "ToyEcLand":
+        from .physics import ToyEcLand
+
+        return ToyEcLand
+    raise AttributeError(f"module 'ailand' has no attribute {name!r}")

@@ -1,0 +1,1 @@
+"""Inference: turn observations into parameters or states (Problem, variational, MCMC, history matching...)."""

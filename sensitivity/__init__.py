@@ -1,0 +1,1 @@
+"""Sensitivity screening (Morris, Sobol) on labelled, vector-valued outputs."""

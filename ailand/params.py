@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+DATA_DIR = Path(__file__).resolve().parent / "data"  # a link to the repository's data/ (copied into wheels)
 PARAMETER_TABLE = DATA_DIR / "parameters.csv"
 
 _COLUMNS = ["name", "default", "min", "max", "unit", "group", "scale", "definition"]

@@ -1,0 +1,175 @@
+"""Static per-site fields: soil texture, vegetation, LAI climatology and climate statistics.
+
+The table lives in ``data/sites.csv`` (one row per site). :func:`load_sites` turns it into
+an :class:`xarray.Dataset` with one dimension, ``site`` (coordinate = site names), and one
+variable per column, each with ``units`` and ``long_name`` attributes.
+
+Columns fall into two groups:
+
+* **model statics** read by the physics: ``lat, lon, elevation, sand, clay, veg_type, cveg,
+  lai_min, lai_max, lai_peak_doy`` (plus ``long_name`` and ``climate`` as labels);
+* **climate statistics** read by the weather generator in :mod:`ailand.forcing`
+  (``t_mean`` ... ``cloud_mean``).
+
+The LAI climatology is one equation, :func:`lai_climatology`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from .params import DATA_DIR
+
+SITE_TABLE = DATA_DIR / "sites.csv"
+
+#: column -> (units, long_name). Every column of the table must be described here.
+SITE_FIELDS: dict[str, tuple[str, str]] = {
+    "name": ("-", "site code (FLUXNET style)"),
+    "long_name": ("-", "site description"),
+    "climate": ("-", "climate class (Koppen)"),
+    "lat": ("degrees_north", "latitude"),
+    "lon": ("degrees_east", "longitude"),
+    "elevation": ("m", "surface elevation above sea level"),
+    "sand": ("-", "soil sand fraction"),
+    "clay": ("-", "soil clay fraction"),
+    "veg_type": ("-", "dominant vegetation type"),
+    "cveg": ("-", "vegetation cover fraction"),
+    "lai_min": ("m2 m-2", "minimum (dormant-season) leaf area index"),
+    "lai_max": ("m2 m-2", "maximum (peak-season) leaf area index"),
+    "lai_peak_doy": ("day", "day of year of peak leaf area index"),
+    "t_mean": ("degC", "annual mean 2 m air temperature"),
+    "t_amp_seasonal": ("K", "seasonal temperature amplitude (half warmest minus coldest month)"),
+    "t_peak_doy": ("day", "day of year of the seasonal temperature maximum"),
+    "t_range_diurnal": ("K", "mean diurnal temperature range (daily max minus min)"),
+    "t_noise": ("K", "standard deviation of synoptic temperature anomalies"),
+    "precip_annual": ("mm", "annual total precipitation"),
+    "wet_day_fraction": ("-", "annual mean fraction of days with precipitation"),
+    "wet_peak_doy": ("day", "day of year of the wet-season peak"),
+    "wet_concentration": ("-", "von Mises concentration of precipitation seasonality (0 = uniform)"),
+    "rh_mean": ("-", "annual mean relative humidity (fraction)"),
+    "wind_mean": ("m s-1", "annual mean wind speed"),
+    "wind_dir": ("degree", "prevailing wind direction (direction the wind blows from, clockwise from north)"),
+    "gust_rate": ("d-1", "mean rate of gusty (high-wind) episodes"),
+    "gust_factor": ("-", "wind-speed multiplier at the peak of a gusty episode"),
+    "cloud_mean": ("-", "annual mean cloud fraction"),
+}
+
+STRING_COLUMNS = ("name", "long_name", "climate", "veg_type")
+
+VEG_TYPES = (
+    "deciduous_broadleaf",
+    "evergreen_needleleaf",
+    "deciduous_needleleaf",
+    "evergreen_broadleaf",
+    "tundra",
+    "grassland",
+    "shrubland",
+    "savanna",
+    "desert",
+    "crops",
+)
+
+
+def _read_table(path: str | Path | None = None) -> pd.DataFrame:
+    path = Path(path) if path is not None else SITE_TABLE
+    table = pd.read_csv(path, dtype={c: str for c in STRING_COLUMNS}, skipinitialspace=True)
+    missing = [c for c in SITE_FIELDS if c not in table.columns]
+    if missing:
+        raise ValueError(f"site table {path} lacks columns {missing}")
+    unknown = [c for c in table.columns if c not in SITE_FIELDS]
+    if unknown:
+        raise ValueError(f"site table {path} has undocumented columns {unknown}; describe them in SITE_FIELDS")
+    if table["name"].duplicated().any():
+        raise ValueError(f"site table {path} repeats site names {sorted(table['name'][table['name'].duplicated()])}")
+    return table.set_index("name")
+
+
+def _parse_names(names, valid: list[str]) -> list[str]:
+    """None/"all" -> all sites; "A,B" or ["A", "B"] -> those, in that order."""
+    if names is None or (isinstance(names, str) and names.strip().lower() == "all"):
+        return list(valid)
+    if isinstance(names, str):
+        names = [n.strip() for n in names.split(",") if n.strip()]
+    names = [str(n) for n in names]
+    unknown = [n for n in names if n not in valid]
+    if unknown:
+        raise ValueError(f"unknown site(s) {unknown}; valid sites are {valid} (or 'all')")
+    if len(set(names)) != len(names):
+        raise ValueError(f"site list {names} repeats a site")
+    if not names:
+        raise ValueError(f"no sites selected; valid sites are {valid} (or 'all')")
+    return names
+
+
+def site_names(path: str | Path | None = None) -> list[str]:
+    """Names of all sites in the table, in table order."""
+    return list(_read_table(path).index)
+
+
+def load_sites(names: str | Iterable[str] | None = None, path: str | Path | None = None) -> xr.Dataset:
+    """Static fields of the chosen sites.
+
+    Parameters
+    ----------
+    names : None or "all" (every site), a list of names, or a comma-separated string
+        such as ``"FR-Fon,FI-Hyy"``. Sites come back in the order asked for.
+    path : optional alternative site table with the same columns as ``data/sites.csv``.
+
+    Returns
+    -------
+    xarray.Dataset with dim ``site`` (coordinate = names, shape ``(n_site,)``) and one
+    variable per table column (``lat``, ``sand``, ``veg_type``, ...), each with ``units``
+    and ``long_name``. Numeric columns are float64 data variables; the string labels
+    ``long_name``, ``climate`` and ``veg_type`` are object-dtype non-index coordinates along
+    ``site`` (``ds["veg_type"]`` works as usual, and ``ds.mean()`` or ``resample`` never trip
+    over strings).
+
+    Raises
+    ------
+    ValueError if a name is unknown (the message lists the valid names).
+    """
+    table = _read_table(path)
+    chosen = _parse_names(names, list(table.index))
+    table = table.loc[chosen]
+    ds = xr.Dataset(coords={"site": ("site", np.array(chosen, dtype=object))})
+    ds["site"].attrs = {"long_name": SITE_FIELDS["name"][1], "units": "-"}
+    for col in table.columns:
+        units, long_name = SITE_FIELDS[col]
+        values = table[col].to_numpy()
+        values = values.astype(object) if col in STRING_COLUMNS else values.astype(np.float64)
+        ds[col] = xr.DataArray(values, dims="site", attrs={"units": units, "long_name": long_name})
+    ds.attrs = {"title": "ailand site statics", "source": str(path or SITE_TABLE)}
+    return ds.set_coords([c for c in STRING_COLUMNS if c in ds])  # labels: kept out of reductions
+
+
+def lai_climatology(sites: xr.Dataset, dayofyear) -> np.ndarray:
+    """Seasonal leaf area index of each site.
+
+    w = ((1 + cos(2 pi (doy - lai_peak_doy) / 365.25)) / 2) ** 1.5
+    lai = lai_min + (lai_max - lai_min) * w
+
+    Parameters
+    ----------
+    sites : Dataset with ``lai_min``, ``lai_max``, ``lai_peak_doy`` along ``site``
+        (from :func:`load_sites`, or a forcing Dataset that carries the statics).
+    dayofyear : array (T,) of day of year (1..366, may be fractional), or datetime64
+        values (converted to their integer day of year).
+
+    Returns
+    -------
+    numpy array (T, n_site) of LAI [m2 m-2].
+    """
+    doy = np.asarray(dayofyear)
+    if np.issubdtype(doy.dtype, np.datetime64):
+        doy = pd.DatetimeIndex(doy.ravel()).day_of_year.to_numpy()
+    doy = np.asarray(doy, dtype=np.float64).reshape(-1, 1)
+    lai_min = np.asarray(sites["lai_min"].values, dtype=np.float64)[None, :]
+    lai_max = np.asarray(sites["lai_max"].values, dtype=np.float64)[None, :]
+    peak = np.asarray(sites["lai_peak_doy"].values, dtype=np.float64)[None, :]
+    w = ((1.0 + np.cos(2.0 * np.pi * (doy - peak) / 365.25)) / 2.0) ** 1.5
+    return lai_min + (lai_max - lai_min) * w

@@ -1,0 +1,103 @@
+"""Site table: complete, physical, and loaded as a labelled Dataset."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+
+from ailand.sites import SITE_FIELDS, SITE_TABLE, VEG_TYPES, lai_climatology, load_sites, site_names
+
+MODEL_COLUMNS = [
+    "name", "long_name", "climate", "lat", "lon", "elevation", "sand", "clay", "veg_type", "cveg",
+    "lai_min", "lai_max", "lai_peak_doy",
+]
+EXPECTED_SITES = ["FR-Fon", "FI-Hyy", "RU-Cok", "US-Kon", "IT-Noe", "SN-Dhr", "TD-Bod", "CN-Tak", "GF-Guy", "BE-Lon"]
+
+
+@pytest.fixture(scope="module")
+def sites():
+    return load_sites()
+
+
+def test_table_has_required_columns_and_sites():
+    table = pd.read_csv(SITE_TABLE)
+    assert set(MODEL_COLUMNS) <= set(table.columns)
+    assert len(table) >= 10
+    assert set(EXPECTED_SITES) <= set(table["name"])
+    assert not table.isna().any().any()
+
+
+def test_every_variable_has_units_and_long_name(sites):
+    assert sites.sizes["site"] == len(site_names())
+    for col in SITE_FIELDS:
+        if col == "name":
+            continue
+        assert col in sites.variables
+        assert sites[col].dims == ("site",)
+        assert sites[col].attrs["units"] and sites[col].attrs["long_name"]
+    assert sites["lat"].dtype == np.float64
+    assert sites["veg_type"].values[0] == "deciduous_broadleaf"
+
+
+def test_sites_are_physical(sites):
+    s = sites
+    assert ((s.sand >= 0) & (s.clay >= 0) & (s.sand + s.clay <= 1)).all()
+    assert ((s.cveg >= 0) & (s.cveg <= 1)).all()
+    assert ((s.lai_min >= 0) & (s.lai_min <= s.lai_max)).all()
+    assert ((s.lai_peak_doy >= 1) & (s.lai_peak_doy <= 366)).all()
+    assert ((abs(s.lat) <= 90) & (abs(s.lon) <= 180)).all()
+    assert set(s.veg_type.values) <= set(VEG_TYPES)
+    assert (s.cveg.where(s.veg_type == "desert", drop=True) <= 0.05).all()
+    assert ((s.wet_day_fraction > 0) & (s.wet_day_fraction <= 1)).all()
+    assert ((s.rh_mean > 0) & (s.rh_mean < 1) & (s.cloud_mean > 0) & (s.cloud_mean < 1)).all()
+    assert ((s.precip_annual > 0) & (s.wind_mean > 0) & (s.gust_factor >= 1)).all()
+
+
+def test_real_coordinates_and_climates(sites):
+    s = sites
+    assert float(s.lat.sel(site="FR-Fon")) == 48.48 and float(s.lon.sel(site="FR-Fon")) == 2.78
+    assert float(s.lon.sel(site="US-Kon")) == -96.56 and float(s.lon.sel(site="GF-Guy")) == -52.92
+    assert abs(float(s.t_mean.sel(site="FI-Hyy")) - 3.5) < 1
+    assert float(s.t_mean.sel(site="RU-Cok")) < -8
+    assert float(s.precip_annual.sel(site="TD-Bod")) < 30 and float(s.wind_mean.sel(site="TD-Bod")) >= 5
+    assert float(s.precip_annual.sel(site="GF-Guy")) > 2500
+    assert 180 < float(s.wet_peak_doy.sel(site="SN-Dhr")) < 270  # Jul-Sep monsoon
+    assert s.veg_type.sel(site="FI-Hyy").item() == "evergreen_needleleaf"
+
+
+@pytest.mark.parametrize("names", [["GF-Guy", "FR-Fon"], "GF-Guy,FR-Fon", "GF-Guy, FR-Fon"])
+def test_load_subset_keeps_order(names):
+    ds = load_sites(names)
+    assert list(ds.site.values) == ["GF-Guy", "FR-Fon"]
+    assert float(ds.lat.sel(site="GF-Guy")) == 5.28
+
+
+@pytest.mark.parametrize("names", [None, "all", "ALL"])
+def test_load_all(names):
+    assert list(load_sites(names).site.values) == site_names()
+
+
+def test_unknown_site_lists_valid_names():
+    with pytest.raises(ValueError, match="unknown site") as err:
+        load_sites(["FR-Fon", "XX-Nope"])
+    assert "XX-Nope" in str(err.value) and "FI-Hyy" in str(err.value)
+    with pytest.raises(ValueError, match="repeats"):
+        load_sites("FR-Fon,FR-Fon")
+
+
+def test_lai_climatology_formula(sites):
+    doy = np.arange(1, 367)
+    lai = lai_climatology(sites, doy)
+    assert lai.shape == (366, sites.sizes["site"])
+    w = ((1 + np.cos(2 * np.pi * (doy[:, None] - sites.lai_peak_doy.values) / 365.25)) / 2) ** 1.5
+    np.testing.assert_allclose(lai, sites.lai_min.values + (sites.lai_max.values - sites.lai_min.values) * w)
+    j = list(sites.site.values).index("FR-Fon")
+    peak = int(sites.lai_peak_doy.values[j])
+    assert lai[peak - 1, j] == pytest.approx(float(sites.lai_max.values[j]))
+    assert lai[:, j].min() >= float(sites.lai_min.values[j]) - 1e-12
+
+
+def test_lai_climatology_accepts_datetimes(sites):
+    times = pd.date_range("2020-01-01", periods=48, freq="1D").values
+    np.testing.assert_allclose(lai_climatology(sites, times), lai_climatology(sites, np.arange(1, 49)))
+    assert isinstance(sites, xr.Dataset)

@@ -108,7 +108,7 @@ def step(state: dict, f: dict, p: dict, s: dict, dt: float) -> tuple[dict, dict]
     alb_snowy = s["cvh"] * p["ALB_VEG"] + (1 - s["cvh"]) * state["asn"]
     albedo = snowc * alb_snowy + (1 - snowc) * alb_free
 
-    ra = aerodynamic_resistance(wind, roughness(cveg, snowc, p["Z0M"]), Ta, T0)
+    ra = aerodynamic_resistance(wind, roughness(cveg, s["cvh"], snowc, p["Z0M"]), Ta, T0)
     qs_air, _ = qsat(Ta, ps)
     vpd_hpa = (qs_air - qa) * ps / 0.622 / 100.0
     stress = water_stress(theta, p["THETA_PWP"], p["THETA_CAP"])
@@ -183,12 +183,12 @@ def step(state: dict, f: dict, p: dict, s: dict, dt: float) -> tuple[dict, dict]
     # ---- 4a. interception store ---------------------------------------------------
     wl_mid = wl + dt * (p_int - e_wet - dew_veg)
     overflow = torch.relu(wl_mid - wlmax)
-    wl_new = wl_mid - overflow
+    wl_new = (wl_mid - overflow).clamp(min=0.0)  # clamp: round-off only (evaporation is capped)
     throughfall = rain_free - p_int + overflow / dt
 
     # ---- 4b. snow pack ------------------------------------------------------------
     sf = snowf * dt
-    ice = ice - e_sn * dt
+    ice = (ice - e_sn * dt).clamp(min=0.0)  # clamp: round-off only (sublimation is capped)
     liq = liq + snowc * rain * dt
     q_excess = c_snow * torch.relu(tsn1 - c.TT)
     melt = torch.minimum(q_excess / c.LF, ice.clamp(min=0.0))
@@ -196,8 +196,8 @@ def step(state: dict, f: dict, p: dict, s: dict, dt: float) -> tuple[dict, dict]
     tsn2 = torch.clamp(tsn1, max=c.TT)
     refreeze = torch.minimum(liq, c_snow * torch.relu(c.TT - tsn2) / c.LF)
     tsn2 = tsn2 + refreeze * c.LF / c_snow
-    ice = ice - melt + refreeze
-    liq = liq + melt - refreeze
+    ice = (ice - melt + refreeze).clamp(min=0.0)
+    liq = (liq + melt - refreeze).clamp(min=0.0)
     t_fall = torch.clamp(Ta, max=c.TT)
     tsn3 = (c_snow * tsn2 + c.C_ICE * sf * t_fall) / (c_snow + c.C_ICE * sf)
     rho_new = fresh_snow_density(Ta, speed, p["RHOMINSNA"], p["RHOMINSNB"], p["RHOMINSNC"])
@@ -208,8 +208,9 @@ def step(state: dict, f: dict, p: dict, s: dict, dt: float) -> tuple[dict, dict]
     melting = ((tsn3 - (c.TT - 1.0)) / 1.0).clamp(0.0, 1.0)
     rho_max = c.RHO_SNOW_MAX_COLD + (c.RHO_SNOW_MAX_MELT - c.RHO_SNOW_MAX_COLD) * melting
     rsn = rho_max - (rho_max - rsn) * math.exp(-c.TAU_COMPACT * dt / c.SECONDS_PER_DAY)
-    lwc = liquid_water_capacity(ice + liq, rsn, p["RLWCSWEA"], p["RLWCSWEB"], p["RLWCSWEC"])
-    release = torch.relu(liq - lwc)
+    # the pack keeps at most LWC(SWE after release): liq <= f (ice + liq)  <=>  liq <= f ice / (1 - f)
+    frac = liquid_water_capacity(torch.ones_like(rsn), rsn, p["RLWCSWEA"], p["RLWCSWEB"], p["RLWCSWEC"])
+    release = torch.relu(liq - frac * ice / (1 - frac))
     liq = liq - release
     asn = albedo_update(
         state["asn"], melting, sf, p["RALFMINSN"], p["RALFMAXSN"], p["RTAUA"], p["RTAUF"], dt

@@ -86,7 +86,7 @@ class ToyEcLand:
         (inductor, C++ wrapper) to one fused kernel set: ~25x faster per step for small
         batches and ~5x for 10,000 columns, after a one-off compilation of ~20-30 s (cached
         on disk for later processes). ``"auto"`` compiles runs without gradient whose eager
-        cost would exceed ~20 s; runs that need gradients stay eager. If compilation fails
+        cost would exceed ~10 s; runs that need gradients stay eager. If compilation fails
         (e.g. no C++ compiler) the model warns and runs eagerly.
     """
 
@@ -113,7 +113,7 @@ class ToyEcLand:
     def _step_fn(self, n_steps: int, batch_numel: int, needs_grad: bool):
         """The step function to use: compiled or eager (see ``compile``)."""
         use = self.compile is True or (
-            self.compile == "auto" and not needs_grad and n_steps * (1.5e-3 + 5e-7 * batch_numel) > 20.0
+            self.compile == "auto" and not needs_grad and n_steps * (1.5e-3 + 5e-7 * batch_numel) > 10.0
         )
         if not use or self._compile_failed:
             return column.step
@@ -284,7 +284,7 @@ class ToyEcLand:
         if abs(repeat - round(repeat)) > 1e-9 or round(repeat) < 1:
             raise ValueError(f"forcing time step {step:g} s must be a whole multiple of the model step dt={self.dt:g} s")
         f = {k: self.tensor(forcing[k].transpose("time", "site").values) for k in column.FORCING_INPUTS if k != "lai"}
-        f["lai"] = self.tensor(lai_climatology(statics, times.dayofyear.values))
+        f["lai"] = self.tensor(lai_climatology(statics, times.day_of_year.values))
         st = {k: self.tensor(statics[k].values) for k in ("cveg", "sand")}
         if "veg_type" in statics.coords or "veg_type" in statics:
             high = [HIGH_VEGETATION.get(str(v), 0.0) for v in np.atleast_1d(statics["veg_type"].values)]

@@ -13,31 +13,42 @@ import torch
 from . import constants as c
 
 
-def saturation_vapour_pressure(T: torch.Tensor) -> torch.Tensor:
-    """Tetens formula over water [Pa] for temperature ``T`` [K]."""
-    return 611.21 * torch.exp(17.502 * (T - c.TT) / (T - 32.19))
+def saturation_vapour_pressure(T: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Tetens saturation vapour pressure [Pa] and its derivative [Pa K-1] for ``T`` [K].
+
+    Over water above the melting point and over ice below it (ECMWF IFS constants); the two
+    branches meet at Tt, so the function is continuous.
+    """
+    ice = T < c.TT
+    a = torch.where(ice, 22.587, 17.502)
+    b = torch.where(ice, -0.7, 32.19)
+    es = 611.21 * torch.exp(a * (T - c.TT) / (T - b))
+    return es, es * a * (c.TT - b) / (T - b) ** 2
 
 
 def qsat(T: torch.Tensor, p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Saturation specific humidity [kg kg-1] and its temperature derivative [kg kg-1 K-1].
 
-    T [K], p surface pressure [Pa]. Over water at all temperatures (a toy simplification).
+    T [K], p surface pressure [Pa]; over ice below 273.16 K (see :func:`saturation_vapour_pressure`).
     """
-    es = saturation_vapour_pressure(T)
-    des = es * 17.502 * (c.TT - 32.19) / (T - 32.19) ** 2
+    es, des = saturation_vapour_pressure(T)
     denom = p - 0.378 * es
     q = 0.622 * es / denom
     dq = 0.622 * p * des / denom**2
     return q, dq
 
 
-def roughness(cveg, snowc, z0m_veg) -> torch.Tensor:
-    """Column momentum roughness [m]: log-average of vegetation, bare soil and snow.
+def roughness(cveg, cvh, snowc, z0m_veg) -> torch.Tensor:
+    """Column momentum roughness [m]: log-average over high vegetation, low vegetation and bare soil.
 
-    Vegetation keeps its roughness through snow; snow covers only the bare part.
+    High vegetation (cover ``cvh``) keeps its roughness through snow; snow (cover ``snowc``)
+    buries low vegetation and bare soil under a smooth surface.
     """
-    log_ground = snowc * math.log(c.Z0_SNOW) + (1 - snowc) * math.log(c.Z0_BARE)
-    return torch.exp(cveg * torch.log(z0m_veg) + (1 - cveg) * log_ground)
+    log_snow = math.log(c.Z0_SNOW)
+    log_veg = torch.log(z0m_veg)
+    low = (cveg - cvh) * (snowc * log_snow + (1 - snowc) * log_veg)
+    bare = (1 - cveg) * (snowc * log_snow + (1 - snowc) * math.log(c.Z0_BARE))
+    return torch.exp(cvh * log_veg + low + bare)
 
 
 def aerodynamic_resistance(wind, z0m, Tair, skin_prev) -> torch.Tensor:

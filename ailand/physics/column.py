@@ -31,7 +31,6 @@ from .surface import aerodynamic_resistance, canopy_resistance, qsat, root_fract
 
 STATE_VARIABLES = ("swvl", "stl", "skt", "sd", "wsn", "rsn", "asn", "tsn", "wl")
 FORCING_INPUTS = ("Tair", "Qair", "Wind_E", "Wind_N", "SWdown", "LWdown", "Rainf", "Snowf", "PSurf", "lai")
-STATIC_INPUTS = ("cveg", "sand", "cvh")  # cvh (high vegetation cover) is optional, default 0
 
 # name: (units, long_name) for the step diagnostics returned by `step`
 DIAGNOSTICS = {

@@ -126,7 +126,10 @@ class ToyEcLand:
 
     # ================================================================ torch API
     def tensor(self, x) -> torch.Tensor:
-        return torch.as_tensor(np.asarray(x) if not torch.is_tensor(x) else x, dtype=self.dtype, device=self.device)
+        if not torch.is_tensor(x):
+            x = np.asarray(x)
+            x = x if x.flags.writeable else x.copy()
+        return torch.as_tensor(x, dtype=self.dtype, device=self.device)
 
     def param_tensors(self, values: Mapping[str, object] | None = None) -> dict[str, torch.Tensor]:
         """All parameters as tensors: ``values`` (tensors keep their graph) over the defaults."""
@@ -357,14 +360,7 @@ class ToyEcLand:
         """
         f, st, repeat = self.prepare(forcing, sites)
         p, members = self._params_from(params)
-        batch = torch.broadcast_shapes(f["Tair"].shape[1:], *[v.shape for v in p.values()])
-        years = self.spinup_years if spinup_years is None else int(spinup_years)
-        if state0 is not None:
-            state = self._state_from(state0, batch)
-        else:
-            state = self.initial_state(f, p)
-            if years > 0:
-                state = self.spinup(f, p, st, years, state, progress=progress and years > 0)
+        state, years = self._start_state(f, p, st, state0, spinup_years, progress)
         step_out = _freq_seconds(output_freq)
         k = step_out / self.dt
         if abs(k - round(k)) > 1e-9 or round(k) < 1:
@@ -376,6 +372,43 @@ class ToyEcLand:
         n_out = next(iter(out.values())).shape[0] if out else 0
         times = t0 + pd.to_timedelta(self.dt * k * np.arange(1, n_out + 1), unit="s")
         return self._to_dataset(out, forcing, times, members, output_freq, years if state0 is None else 0)
+
+    def _start_state(self, f, p, st, state0, spinup_years, progress):
+        """(state at the first forcing time, spin-up years used) for :meth:`run`."""
+        batch = torch.broadcast_shapes(f["Tair"].shape[1:], *[v.shape for v in p.values()])
+        years = self.spinup_years if spinup_years is None else int(spinup_years)
+        if state0 is not None:
+            return self._state_from(state0, batch), 0
+        state = self.initial_state(f, p)
+        if years > 0:
+            state = self.spinup(f, p, st, years, state, progress=progress)
+        return state, years
+
+    def initial_conditions(
+        self,
+        forcing: xr.Dataset,
+        params=None,
+        state0: xr.Dataset | Mapping | None = None,
+        sites: xr.Dataset | None = None,
+        spinup_years: int | None = None,
+        progress: bool = False,
+    ) -> xr.Dataset:
+        """The state :meth:`run` starts from, labelled at the first forcing time.
+
+        Same arguments as :meth:`run`. Returns a Dataset of the state variables with dims
+        ``(site,)`` or ``(member, site)`` and a scalar ``time`` coordinate; pass it back
+        as ``state0`` to reproduce the same run without repeating the spin-up.
+        """
+        f, st, _ = self.prepare(forcing, sites)
+        p, members = self._params_from(params)
+        state, years = self._start_state(f, p, st, state0, spinup_years, progress)
+        named = split_layers(state)
+        t0 = pd.Timestamp(forcing["time"].values[0])
+        out = {k: v[None] for k, v in named.items() if k in STATE_META}
+        ds = self._to_dataset(out, forcing, pd.DatetimeIndex([t0]), members, "instant", years)
+        ds = ds.isel(time=0)
+        ds.attrs["time_convention"] = "instantaneous state at 'time', the start of the forcing"
+        return ds
 
     def _to_dataset(self, out, forcing, times, members, output_freq, spinup) -> xr.Dataset:
         dims = ("time", "member", "site") if members is not None else ("time", "site")

@@ -6,11 +6,15 @@ Top-level names:
 - :func:`load_sites` - static fields of the default sites (``data/sites.csv``)
 - :func:`synthetic_forcing`, :func:`open_forcing` - hourly meteorological forcing
 - :class:`ToyEcLand` - the column model (``run`` on xarray, ``simulate`` on torch tensors)
+- :func:`run_ensemble`, :func:`load_ensemble` - perturbed-parameter ensembles as anemoi datasets
 """
 
 from .params import ParameterSpace, DATA_DIR
 
-__all__ = ["ParameterSpace", "DATA_DIR", "load_sites", "synthetic_forcing", "open_forcing", "ToyEcLand"]
+__all__ = [
+    "ParameterSpace", "DATA_DIR", "load_sites", "synthetic_forcing", "open_forcing", "ToyEcLand",
+    "run_ensemble", "load_ensemble",
+]
 
 
 def __getattr__(name):  # lazy: keep `import ailand` light and let modules land one by one
@@ -26,4 +30,8 @@ def __getattr__(name):  # lazy: keep `import ailand` light and let modules land 
         from .physics import ToyEcLand
 
         return ToyEcLand
+    if name in ("run_ensemble", "load_ensemble", "EnsembleData"):
+        from . import ensemble
+
+        return getattr(ensemble, name)
     raise AttributeError(f"module 'ailand' has no attribute {name!r}")

@@ -50,6 +50,59 @@ def cmd_simulate(args) -> int:
     return 0
 
 
+def _dir_size(path) -> int:
+    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
+
+
+def cmd_ensemble(args) -> int:
+    """``ailand ensemble``: perturbed-parameter ensemble -> anemoi dataset (see ailand.ensemble)."""
+    import ailand
+    from ailand.ensemble import run_ensemble
+
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise ValueError(f"{out} already exists; add --overwrite to replace it")
+    if args.members < 1:
+        raise ValueError(f"--members must be >= 1, got {args.members}")
+    t0 = time.time()
+    model = ailand.ToyEcLand(dt=args.dt)
+    design = model.space.sample(args.members, method=args.design, seed=args.seed)
+    if args.include_default:
+        design[0] = model.space.default_vector  # member 0 = the default parameters
+    forcing = ailand.synthetic_forcing(args.sites, args.start, args.end, seed=args.forcing_seed)
+    print(
+        f"ailand ensemble: {args.members} members ({args.design}, seed {args.seed}"
+        f"{', member 0 = defaults' if args.include_default else ''}), {forcing.sizes['site']} site(s), "
+        f"{str(forcing.time.values[0])[:10]} .. {str(forcing.time.values[-1])[:10]}, spin-up {args.spinup_years} y, "
+        f"output every {args.output_freq}, {'dask ' + str(args.dask) + ' workers' if args.dask else 'local'}"
+    )
+    client = cluster = None
+    if args.dask:
+        from dask.distributed import Client, LocalCluster
+
+        cluster = LocalCluster(n_workers=args.dask, threads_per_worker=1, processes=True, dashboard_address=None)
+        client = Client(cluster)
+    try:
+        path = run_ensemble(
+            model, forcing, design, out, output_freq=args.output_freq, client=client,
+            spinup_years=args.spinup_years, chunk_members=args.chunk_members, progress=True, overwrite=args.overwrite,
+        )
+    finally:
+        if client is not None:
+            client.close()
+            cluster.close()
+    from anemoi.datasets import open_dataset
+
+    ds = open_dataset(str(path))
+    n, v, m, s = ds.shape
+    raw = n * v * m * s * 4
+    print(
+        f"wrote {path}: {n} dates x {v} variables x {m} members x {s} sites "
+        f"({raw / 2**20:.1f} MiB as float32, {_dir_size(path) / 2**20:.1f} MiB on disk) in {time.time() - t0:.1f} s"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ailand", description="Toy ecLand land-surface model, emulator and calibration tools")
     sub = p.add_subparsers(dest="command", required=True)
@@ -66,6 +119,23 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="output NetCDF path")
     s.add_argument("--plot", help="PNG of the main variables per site")
     s.set_defaults(func=cmd_simulate)
+    e = sub.add_parser("ensemble", help="perturbed-parameter ensemble of the toy ecLand -> anemoi dataset (zarr)")
+    e.add_argument("--members", type=int, default=32, help="ensemble members")
+    e.add_argument("--design", default="lhs", choices=["lhs", "sobol", "uniform"], help="parameter design")
+    e.add_argument("--seed", type=int, default=0, help="design seed")
+    e.add_argument("--include-default", action="store_true", help="member 0 = default parameters")
+    e.add_argument("--sites", default="all", help="'all' or comma-separated site names (see data/sites.csv)")
+    e.add_argument("--start", default="2020-01-01", help="first day (YYYY-MM-DD)")
+    e.add_argument("--end", default="2022-12-31", help="last day, inclusive (YYYY-MM-DD)")
+    e.add_argument("--spinup-years", type=int, default=2, help="years of spin-up (first forcing year repeated)")
+    e.add_argument("--output-freq", default="6h", help="dataset step, e.g. 6h, 1D")
+    e.add_argument("--forcing-seed", type=int, default=0, help="weather generator seed")
+    e.add_argument("--dt", type=float, default=3600.0, help="model time step [s]")
+    e.add_argument("--chunk-members", type=int, default=8, help="members per model run (chunk)")
+    e.add_argument("--dask", type=int, default=0, metavar="N", help="run the chunks on a dask LocalCluster of N workers")
+    e.add_argument("--out", default="runs/ensemble/default.zarr", help="output anemoi dataset (*.zarr)")
+    e.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    e.set_defaults(func=cmd_ensemble)
     return p
 
 

@@ -106,7 +106,6 @@ def _validate_design(space: ParameterSpace, design) -> xr.DataArray:
 def _check_forcing(model, forcing: xr.Dataset, output_freq) -> tuple[xr.Dataset, int, float]:
     """Validate the forcing; return (forcing, forcing rows per output interval, interval [s])."""
     from .forcing import validate_forcing
-    from .physics.model import _freq_seconds
 
     forcing = validate_forcing(forcing)
     need = ["sand", "clay", "cveg", "elevation", "lai_min", "lai_max", "lai_peak_doy", "lat", "lon"]
@@ -121,7 +120,7 @@ def _check_forcing(model, forcing: xr.Dataset, output_freq) -> tuple[xr.Dataset,
         raise ValueError("forcing needs at least two time steps")
     step = (times[1] - times[0]).total_seconds()
     try:
-        delta = _freq_seconds(output_freq)
+        delta = _seconds(output_freq)
     except (ValueError, TypeError) as err:
         raise ValueError(f"output_freq {output_freq!r} is not a frequency such as '6h' or '1D'") from err
     k = delta / step
@@ -136,6 +135,16 @@ def _check_forcing(model, forcing: xr.Dataset, output_freq) -> tuple[xr.Dataset,
     if abs(delta / model.dt - round(delta / model.dt)) > 1e-9:
         raise ValueError(f"output_freq {output_freq!r} must be a whole multiple of the model step dt={model.dt:g} s")
     return forcing, k, delta
+
+
+def _seconds(freq) -> float:
+    """'6h', '1D', a Timedelta or seconds -> seconds."""
+    if isinstance(freq, (int, float)):
+        return float(freq)
+    try:
+        return pd.Timedelta(freq).total_seconds()
+    except ValueError:
+        return pd.Timedelta(pd.tseries.frequencies.to_offset(freq)).total_seconds()
 
 
 def _interval_mean(a: np.ndarray, k: int) -> np.ndarray:

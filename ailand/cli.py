@@ -103,6 +103,33 @@ def cmd_ensemble(args) -> int:
     return 0
 
 
+PLUGIN_GROUP = "ailand.cli"
+
+
+def _load_plugins(subparsers) -> None:
+    """Add the subcommands of installed plugins: entry points in group ``ailand.cli``.
+
+    Each entry point names a function ``register(subparsers)`` that adds its subparser
+    and sets ``func=`` with ``set_defaults`` (e.g. ``screen = "sensitivity.cli:register"``
+    in pyproject.toml). This keeps the arrows one-way: ``ailand`` never imports the
+    packages that add commands. A plugin that fails to load or register is skipped with
+    a warning, so the other commands keep working.
+    """
+    import warnings
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=PLUGIN_GROUP):
+        try:
+            ep.load()(subparsers)
+        except Exception as err:  # a broken plugin must not break the other commands
+            warnings.warn(
+                f"ailand: command plugin {ep.name!r} ({ep.value}) failed to load and is unavailable: "
+                f"{type(err).__name__}: {err}",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ailand", description="Toy ecLand land-surface model, emulator and calibration tools")
     sub = p.add_subparsers(dest="command", required=True)
@@ -136,6 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", default="runs/ensemble/default.zarr", help="output anemoi dataset (*.zarr)")
     e.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     e.set_defaults(func=cmd_ensemble)
+    _load_plugins(sub)  # after the built-in commands: `ailand screen` ... (entry points, group ailand.cli)
     return p
 
 

@@ -17,19 +17,33 @@ output (time, variable, site, ...) at once, and return ``xarray.Dataset`` with d
 - :mod:`sensitivity.plots` - mu*-sigma scatter, index bars, heatmaps
 """
 
-from .morris_screening import elementary_effects, morris, morris_analyze, morris_delta, morris_design
-from .outputs import as_outputs, evaluate, model_outputs, monthly_means, project_to_constraints, time_means
-from .screening import Screening, screen
-from .sobol_indices import first_order, second_order, sobol, sobol_analyze, sobol_design, total_order
+# Lazy: `import sensitivity` (and the `ailand screen` plugin that `ailand --help` loads) stays
+# cheap; SALib, scipy and xarray load with the first name used.
+_HOME = {
+    **dict.fromkeys(["elementary_effects", "morris", "morris_analyze", "morris_delta", "morris_design"], "morris_screening"),
+    **dict.fromkeys(
+        ["as_outputs", "evaluate", "model_outputs", "monthly_means", "project_to_constraints", "run_design", "time_means"],
+        "outputs",
+    ),
+    **dict.fromkeys(["Screening", "screen"], "screening"),
+    **dict.fromkeys(["first_order", "second_order", "sobol", "sobol_analyze", "sobol_design", "total_order"], "sobol_indices"),
+}
 
 
+def __getattr__(name):  # PEP 562: `sensitivity.morris`, `from sensitivity import plots`, ...
+    import importlib
 
-def __getattr__(name):  # `sensitivity.plots` without importing matplotlib at package import
-    if name == "plots":
-        import importlib
-
-        return importlib.import_module(".plots", __name__)
+    if name in ("plots", "cli"):  # matplotlib only when figures are asked for
+        return importlib.import_module(f".{name}", __name__)
+    if name in _HOME:
+        value = getattr(importlib.import_module(f".{_HOME[name]}", __name__), name)
+        globals()[name] = value
+        return value
     raise AttributeError(f"module 'sensitivity' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted([*globals(), *_HOME, "plots", "cli"])
 
 
 __all__ = [
@@ -52,4 +66,5 @@ __all__ = [
     "project_to_constraints",
     "evaluate",
     "as_outputs",
+    "run_design",
 ]

@@ -332,9 +332,15 @@ def _fmt(v) -> str:
 
 
 def run_design(
-    model, space, design, forcing=None, reduce=None, batch_size=None, progress=False, infeasible="project"
+    model, space, design, forcing=None, reduce=None, batch_size=None, progress=False, infeasible="project",
+    **run_kwargs,
 ) -> xr.DataArray:
-    """Outputs of ``model`` on ``design``: a callable directly, or an ailand Model via :func:`model_outputs`."""
+    """Outputs of ``model`` on ``design``: a callable directly, or an ailand Model via :func:`model_outputs`.
+
+    ``run_kwargs`` (only with ``forcing``) go to ``model.run``, e.g. ``spinup_years=2,
+    outputs=["Qle", "Qh"]`` (computing only the reduced variables saves memory).
+    Returns ``DataArray (sample, *output_dims)``.
+    """
     if forcing is None and hasattr(model, "run"):
         raise TypeError(
             f"{type(model).__name__} has a run(forcing, params=...) method: pass forcing= (and a reduce=, "
@@ -342,9 +348,12 @@ def run_design(
         )
     if forcing is not None:
         f = model_outputs(
-            model, forcing, space, reduce=reduce, chunk_size=batch_size, progress=progress, infeasible=infeasible
+            model, forcing, space, reduce=reduce, chunk_size=batch_size, progress=progress, infeasible=infeasible,
+            **run_kwargs,
         )
         return evaluate(f, design)
+    if run_kwargs:
+        raise TypeError(f"{sorted(run_kwargs)} go to model.run, which needs an ailand Model with forcing=")
     if reduce is not None:
         raise ValueError("reduce= applies to an ailand Model run with forcing=; pass forcing too")
     if not callable(model):

@@ -9,6 +9,7 @@ e.g. ``{"variable": "Qle", "site": 0}``).
 - :func:`index_bars` - ``S1``/``ST`` bars with CIs (Morris: ``mu*`` with CI), one panel per output
 - :func:`heatmap` - parameter x output heatmap of one index
 - :func:`time_heatmap` - parameter x time heatmap of one index for one variable
+- :func:`screening_figures` - the standard set of the above for a screening run, saved as PNGs
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from matplotlib.figure import Figure
 
 from .outputs import _stack_labels
 
-__all__ = ["mu_star_sigma", "index_bars", "heatmap", "time_heatmap"]
+__all__ = ["mu_star_sigma", "index_bars", "heatmap", "time_heatmap", "screening_figures"]
 
 _TIME_DIMS = ("month", "time", "season", "dayofyear", "day", "hour", "step")
 
@@ -98,10 +99,13 @@ def mu_star_sigma(
     result: xr.Dataset,
     sel: dict | None = None,
     max_panels: int = 12,
-    annotate: bool = True,
+    annotate: bool | int = True,
     path: str | Path | None = None,
 ) -> Figure:
     """Morris ``mu*`` (x, with CI bars) against ``sigma`` (y), one panel per output.
+
+    ``annotate``: name every point (True), none (False), or only the ``k`` largest ``mu*``
+    of each panel (an int ``k``, which keeps crowded panels readable).
 
     Dashed lines mark ``sigma / mu* = 0.1, 0.5, 1`` (nearly linear, monotonic,
     non-linear/interacting; Garcia Sanchez et al. 2014). At most ``max_panels`` outputs
@@ -123,9 +127,11 @@ def mu_star_sigma(
             ax.plot([0, top * 1.05], [0, ratio * top * 1.05], color="0.6", ls=style, lw=0.7, label=f"sigma/mu* = {ratio:g}")
         if ax is axes[0]:
             ax.legend(fontsize=6, loc="upper left")
-        if annotate:
-            for nm, a, b in zip(names, ms, sg):
-                if np.isfinite(a) and np.isfinite(b):
+        if annotate is not False:
+            top_k = len(names) if annotate is True else int(annotate)
+            labelled = set(np.argsort(-np.nan_to_num(ms, nan=-np.inf))[:top_k].tolist())
+            for i, (nm, a, b) in enumerate(zip(names, ms, sg)):
+                if i in labelled and np.isfinite(a) and np.isfinite(b):
                     ax.annotate(nm, (a, b), fontsize=7, xytext=(2, 2), textcoords="offset points")
         ax.set_xlim(left=0)
         ax.set_ylim(bottom=0)
@@ -289,3 +295,60 @@ def _short(t) -> str:
     if isinstance(t, (float, np.floating)):
         return f"{t:g}"
     return str(t)
+
+
+def screening_figures(
+    result: xr.Dataset,
+    out_dir: str | Path,
+    time_variable: str | None = "Qle",
+) -> dict[str, Path]:
+    """Save the standard screening figures of a result with a ``variable`` output dim.
+
+    For a result over ``(parameter, variable, *dims)`` (e.g. ``dims = (month, site)``
+    from :func:`~sensitivity.monthly_means`), writes to ``out_dir``:
+
+    - ``mu_star_sigma.png`` (Morris) or ``index_bars.png`` (Sobol): one panel per variable,
+      the indices averaged over ``dims``;
+    - ``heatmap_<dim>.png`` for each of ``dims``: parameter x (variable | dim) heatmap of
+      ``mu_star`` (normalised per column) or ``ST``, averaged over the other dims;
+    - ``time_<time_variable>.png``: parameter x time heatmap for ``time_variable`` (mean
+      over the other dims), when the result has that variable and a time-like dim.
+
+    Returns ``{figure name: path}``.
+    """
+    if "variable" not in result.dims:
+        raise ValueError(f"screening_figures needs a 'variable' output dim; the result has dims {dict(result.sizes)}")
+    out_dir = Path(out_dir)
+    method = _method(result)
+    index = "mu_star" if method == "morris" else "ST"
+    dims = [d for d in _out_dims(result, index) if d != "variable"]
+    paths: dict[str, Path] = {}
+
+    def mean_over(ds: xr.Dataset, over: list[str]) -> xr.Dataset:
+        return ds.mean(over, keep_attrs=True) if over else ds
+
+    summary = mean_over(result, dims)
+    note = f"indices averaged over {', '.join(dims)}" if dims else ""
+    if method == "morris":
+        name, fig = "mu_star_sigma", mu_star_sigma(summary, max_panels=summary.sizes["variable"], annotate=6)
+    else:
+        name, fig = "index_bars", index_bars(summary, max_panels=summary.sizes["variable"])
+    if note:
+        fig.suptitle(note + (" (CI bars: mean of the per-output CIs)" if method == "morris" else ""), fontsize=9)
+    paths[name] = out_dir / f"{name}.png"
+    _save(fig, paths[name])
+
+    for dim in dims:
+        other = [d for d in dims if d != dim]
+        fig = heatmap(mean_over(result, other), index=index)
+        if other:
+            fig.axes[0].set_title(f"{index} by parameter and output (mean over {', '.join(other)})", fontsize=10)
+        paths[f"heatmap_{dim}"] = out_dir / f"heatmap_{dim}.png"
+        _save(fig, paths[f"heatmap_{dim}"])
+
+    if time_variable is not None and time_variable in [str(v) for v in result["variable"].values]:
+        if any(d in _TIME_DIMS for d in dims):
+            key = f"time_{time_variable}"
+            paths[key] = out_dir / f"{key}.png"
+            time_heatmap(result, index=index, sel={"variable": time_variable}, path=paths[key])
+    return paths

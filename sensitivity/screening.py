@@ -74,13 +74,46 @@ class Screening:
         return dict(self.ranking["reason"])
 
     def to_xarray(self) -> xr.Dataset:
-        """The ranking as a Dataset over ``parameter`` (saves to NetCDF)."""
+        """The ranking as a Dataset over ``parameter``, best first (saves to NetCDF; merges with the result)."""
         df = self.ranking.copy()
         df["kept"] = df["kept"].astype(int)
         ds = xr.Dataset.from_dataframe(df)
         ds.attrs = {"by": self.by, "reduce": self.reduce, "normalize": int(self.normalize), "rule": self.rule}
-        ds["score"].attrs = {"long_name": f"screening score ({self.reduce} of {self.by} over outputs)", "units": "1"}
+        what = f"{'normalised ' if self.normalize else ''}{self.by}"
+        other = "mean" if self.reduce == "max" else "max"
+        meta = {
+            "rank": ("screening rank (1 = most important)", "1"),
+            "score": (f"screening score ({self.reduce} of {what} over outputs)", "1"),
+            f"{other}_score": (f"{other} of {what} over outputs", "1"),
+            "peak": (f"largest {what} over outputs", "1" if self.normalize else "see the analysed index"),
+            "peak_conf": (f"confidence half-width of the largest {what}", "1" if self.normalize else "see the analysed index"),
+            "peak_at": ("output where the largest index occurs", "1"),
+            "kept": (f"kept by the screening rule ({self.rule}): 1 kept, 0 dropped", "1"),
+            "reason": ("why the parameter was kept or dropped", "1"),
+        }
+        for name, (long_name, units) in meta.items():
+            if name in ds:
+                ds[name].attrs = {"long_name": long_name, "units": units}
         return ds
+
+    def to_csv(self, path) -> pd.DataFrame:
+        """Write the kept parameters as a parameter table with their ``rank, score, reason``.
+
+        The columns are those of ``data/parameters.csv`` (``name, default, min, max, unit,
+        group, scale, must_be_below, definition``) plus the ranking, so
+        ``ailand.ParameterSpace.default(path)`` reads the screened space back (constraints
+        included; the extra columns are ignored) with ``.names == self.kept`` (the analysed
+        space's order). Returns the table written.
+        """
+        kept = self.kept
+        table = self.space.table.loc[kept].copy()
+        below = dict(self.space.constraints)
+        table.insert(table.columns.get_loc("scale") + 1, "must_be_below", [below.get(n, "") for n in kept])
+        for col in ("rank", "score", "reason"):
+            table[col] = self.ranking.loc[kept, col].values
+        table.index.name = "name"
+        table.to_csv(path)
+        return table
 
     def __repr__(self) -> str:
         head = (

@@ -113,6 +113,21 @@ class ParameterSpace:
             rows[name] = row
         return cls(pd.DataFrame.from_dict(rows, orient="index"), tuple(constraints))
 
+    def to_json(self) -> str:
+        """The whole space (table and constraints) as a JSON string; see :meth:`from_json`."""
+        import json
+
+        return json.dumps({"table": json.loads(self.table.to_json(orient="index")), "constraints": [list(c) for c in self.constraints]})
+
+    @classmethod
+    def from_json(cls, text: str) -> "ParameterSpace":
+        """Rebuild a space written by :meth:`to_json` (same names, order, bounds, constraints)."""
+        import json
+
+        d = json.loads(text) if isinstance(text, str) else dict(text)
+        table = pd.DataFrame.from_dict(d["table"], orient="index")
+        return cls(table.loc[list(d["table"])], tuple(tuple(c) for c in d["constraints"]))
+
     def subset(self, names: Iterable[str]) -> "ParameterSpace":
         """A space with only ``names`` (in the order given); constraints between kept names stay."""
         names = list(names)

@@ -13,6 +13,7 @@ import pandas as pd
 import torch
 import xarray as xr
 
+from ..interface import ColumnModel, freq_seconds
 from ..params import ParameterSpace
 from . import column
 from . import constants as c
@@ -41,14 +42,7 @@ STATE_NAMES = tuple(STATE_META)
 DIAGNOSTIC_NAMES = tuple(column.DIAGNOSTICS)
 
 
-def _freq_seconds(freq) -> float:
-    """'1h', '6h', '1D', a Timedelta or seconds -> seconds."""
-    if isinstance(freq, (int, float)):
-        return float(freq)
-    try:
-        return pd.Timedelta(freq).total_seconds()
-    except ValueError:
-        return pd.Timedelta(pd.tseries.frequencies.to_offset(freq)).total_seconds()
+_freq_seconds = freq_seconds
 
 
 def split_layers(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -71,7 +65,32 @@ def join_layers(named: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
-class ToyEcLand:
+def cold_start(tair: torch.Tensor, params: Mapping[str, torch.Tensor], dt: float) -> dict[str, torch.Tensor]:
+    """A cold start: soil at field capacity and at the mean air temperature of the first
+    year, skin at the first air temperature, no snow, empty interception store.
+
+    tair : ``(T, *B)`` air temperature [K] at steps of ``dt`` seconds; params : tensors
+    broadcasting to ``B``. Returns the model state (``swvl``/``stl`` ``(*B, 4)``).
+    """
+    n_year = min(tair.shape[0], int(round(365 * 86400 / dt)))
+    shape = torch.broadcast_shapes(tair.shape[1:], *[v.shape for v in params.values()])
+    zeros = torch.zeros(shape, dtype=tair.dtype, device=tair.device)
+    t_mean = tair[:n_year].mean(0) + zeros
+    theta = (params["THETA_CAP"] + zeros)[..., None].expand(*shape, 4)
+    return {
+        "swvl": theta.clone(),
+        "stl": t_mean[..., None].expand(*shape, 4).clone(),
+        "skt": tair[0] + zeros,
+        "sd": zeros.clone(),
+        "wsn": zeros.clone(),
+        "rsn": zeros + 100.0,
+        "asn": params["RALFMAXSN"] + zeros,
+        "tsn": torch.clamp(tair[0], max=c.TT) + zeros,
+        "wl": zeros.clone(),
+    }
+
+
+class ToyEcLand(ColumnModel):
     """Differentiable toy of ECMWF's ecLand land-surface column scheme.
 
     Parameters
@@ -125,45 +144,9 @@ class ToyEcLand:
         return f"ToyEcLand(dt={self.dt:g} s, dtype={self.dtype}, {len(self.space)} parameters)"
 
     # ================================================================ torch API
-    def tensor(self, x) -> torch.Tensor:
-        if not torch.is_tensor(x):
-            x = np.asarray(x)
-            x = x if x.flags.writeable else x.copy()
-        return torch.as_tensor(x, dtype=self.dtype, device=self.device)
-
-    def param_tensors(self, values: Mapping[str, object] | None = None) -> dict[str, torch.Tensor]:
-        """All parameters as tensors: ``values`` (tensors keep their graph) over the defaults."""
-        values = dict(values or {})
-        unknown = [k for k in values if k not in self.space]
-        if unknown:
-            raise ValueError(f"unknown parameter(s) {unknown}; valid names are: {', '.join(self.space.names)}")
-        out = {}
-        for name, default in self.space.defaults.items():
-            v = values.get(name, default)
-            out[name] = v.to(self.dtype) if torch.is_tensor(v) else self.tensor(v)
-        return out
-
     def initial_state(self, forcing: Mapping[str, torch.Tensor], params: Mapping[str, torch.Tensor]) -> dict:
-        """A cold start: soil at field capacity and at the mean air temperature of the first
-        year, skin at the first air temperature, no snow, empty interception store.
-        ``forcing`` tensors are ``(T, *B)``; returns the state with batch shape ``B``."""
-        ta = forcing["Tair"]
-        n_year = min(ta.shape[0], int(round(365 * 86400 / self.dt)))
-        shape = torch.broadcast_shapes(ta.shape[1:], *[v.shape for v in params.values()])
-        zeros = torch.zeros(shape, dtype=self.dtype, device=self.device)
-        t_mean = ta[:n_year].mean(0) + zeros
-        theta = (params["THETA_CAP"] + zeros)[..., None].expand(*shape, 4)
-        return {
-            "swvl": theta.clone(),
-            "stl": t_mean[..., None].expand(*shape, 4).clone(),
-            "skt": ta[0] + zeros,
-            "sd": zeros.clone(),
-            "wsn": zeros.clone(),
-            "rsn": zeros + 100.0,
-            "asn": params["RALFMAXSN"] + zeros,
-            "tsn": torch.clamp(ta[0], max=c.TT) + zeros,
-            "wl": zeros.clone(),
-        }
+        """A cold start (see :func:`cold_start`); ``forcing`` tensors are ``(T, *B)``."""
+        return cold_start(forcing["Tair"], params, self.dt)
 
     def simulate(
         self,
@@ -294,44 +277,8 @@ class ToyEcLand:
             st["cvh"] = st["cveg"] * self.tensor(high)
         return f, st, int(round(repeat))
 
-    def _params_from(self, params) -> tuple[dict[str, torch.Tensor], np.ndarray | None]:
-        """User params -> (tensors shaped (M, 1) or scalars, member coordinate or None)."""
-        if params is None:
-            return self.param_tensors(), None
-        if isinstance(params, xr.DataArray):
-            if "parameter" not in params.dims:
-                raise ValueError("params DataArray needs a 'parameter' dimension (and optionally 'member')")
-            da = params if "member" in params.dims else params.expand_dims(member=[0])
-            da = da.transpose("member", "parameter")
-            values = {str(n): da.sel(parameter=n).values.astype(float) for n in da["parameter"].values}
-            self.space.check(values)
-            members = da["member"].values
-            return self.param_tensors({k: v[:, None] for k, v in values.items()}), members
-        if isinstance(params, Mapping):
-            values = {k: np.asarray(v.detach().cpu() if torch.is_tensor(v) else v, dtype=float) for k, v in params.items()}
-            self.space.check(values)
-            lens = {v.size for v in values.values() if v.ndim > 0}
-            if not lens:
-                return self.param_tensors({k: float(v) for k, v in values.items()}), None
-            if len(lens) > 1:
-                raise ValueError(f"params arrays must share one length (members), got lengths {sorted(lens)}")
-            m = lens.pop()
-            full = {k: (np.broadcast_to(v.reshape(-1), (m,)) if v.ndim else np.full(m, float(v)))[:, None] for k, v in values.items()}
-            return self.param_tensors(full), np.arange(m)
-        raise ValueError("params must be None, a dict {name: value(s)}, or a DataArray (member, parameter)")
-
     def _state_from(self, state0, batch_shape) -> dict[str, torch.Tensor]:
-        if isinstance(state0, xr.Dataset):
-            missing = [k for k in STATE_NAMES if k not in state0 and k != "wsn"]
-            if missing:
-                raise ValueError(f"state0 lacks {missing}; it needs {list(STATE_NAMES)}")
-            dims = [d for d in ("member", "site") if d in state0.dims]
-            named = {k: self.tensor(state0[k].transpose(*dims).values) for k in STATE_NAMES if k in state0}
-        else:
-            named = {k: self.tensor(v) for k, v in state0.items()}
-        named.setdefault("wsn", torch.zeros(batch_shape, dtype=self.dtype))
-        state = join_layers(named) if "swvl1" in named else named
-        return {k: (v + torch.zeros(batch_shape + ((4,) if k in ("swvl", "stl") else ()), dtype=self.dtype)) for k, v in state.items()}
+        return join_layers(self._named_state_from(state0, STATE_NAMES, batch_shape))
 
     def run(
         self,
@@ -411,23 +358,8 @@ class ToyEcLand:
         return ds
 
     def _to_dataset(self, out, forcing, times, members, output_freq, spinup) -> xr.Dataset:
-        dims = ("time", "member", "site") if members is not None else ("time", "site")
-        coords = {"time": times, "site": forcing["site"].values}
-        if members is not None:
-            coords["member"] = members
-        for k in ("lat", "lon"):
-            if k in forcing and forcing[k].dims == ("site",):
-                coords[k] = ("site", forcing[k].values)
-        data = {}
-        for name, v in out.items():
-            arr = v.detach().cpu().numpy()
-            if members is None:
-                arr = arr.reshape(arr.shape[0], -1)
-            units, long_name = VARIABLES[name]
-            data[name] = xr.Variable(dims, arr, {"units": units, "long_name": long_name})
-        return xr.Dataset(
-            data,
-            coords=coords,
+        return labelled_output(
+            out, forcing, times, members,
             attrs={
                 "model": "ailand.ToyEcLand",
                 "dt_seconds": self.dt,
@@ -437,6 +369,26 @@ class ToyEcLand:
                 "sign_convention": "turbulent fluxes positive upward; Qg, Rnet positive downward",
             },
         )
+
+
+def labelled_output(out: Mapping[str, torch.Tensor], forcing: xr.Dataset, times, members, attrs: dict) -> xr.Dataset:
+    """Model output tensors ``(T_out, *B)`` -> Dataset ``(time, [member,] site)`` with the
+    units and long names of :data:`VARIABLES` (shared by the physics and the emulator)."""
+    dims = ("time", "member", "site") if members is not None else ("time", "site")
+    coords = {"time": times, "site": forcing["site"].values}
+    if members is not None:
+        coords["member"] = members
+    for k in ("lat", "lon"):
+        if k in forcing and forcing[k].dims == ("site",):
+            coords[k] = ("site", forcing[k].values)
+    data = {}
+    for name, v in out.items():
+        arr = v.detach().cpu().numpy()
+        if members is None:
+            arr = arr.reshape(arr.shape[0], -1)
+        units, long_name = VARIABLES[name]
+        data[name] = xr.Variable(dims, arr, {"units": units, "long_name": long_name})
+    return xr.Dataset(data, coords=coords, attrs=dict(attrs))
 
 
 def _progress(total, enabled):

@@ -1,0 +1,144 @@
+"""Skill of an emulator against the physics it emulates.
+
+Scores, per variable, on two held-out sets (members not trained on, at training sites;
+and sites not trained on, all members):
+
+- ``one_step``: each step from the true state (teacher forcing), against the next true
+  state and the step's diagnostics; with persistence (``x(t+dt) = x(t)``) as baseline.
+- ``rollout``: the emulator fed its own state from the first date for the whole
+  ensemble period (>= 1 year for the default ensemble), no reinitialisation.
+
+Metrics (over all columns and times of a set, on **daily means** so that the diurnal
+cycle does not inflate them):
+
+    RMSE = sqrt(mean((p - o)^2)),  bias = mean(p - o),
+    ACC  = sum(p' o') / sqrt(sum(p'^2) sum(o'^2)),  p' = p - c, o' = o - c,
+
+with ``c`` the climatology of each column, i.e. the truth's time mean over the period.
+Error growth: RMSE of the rollout as a function of lead time (days).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import xarray as xr
+
+from ..physics.model import STATE_NAMES, VARIABLES
+from .train import as_ensemble_data, ensemble_tensors, split
+
+SCORE_VARIABLES = ("swvl1", "swvl2", "swvl3", "swvl4", "stl1", "stl4", "skt", "sd", "snowc", "Qle", "Qh", "Qg", "Evap", "Qs", "Qsb", "albedo")
+
+
+def _rollout(em, tt, t0: int = 0, n: int | None = None, batch: int = 4096):
+    """Free rollout from the true state at ``t0`` for ``n`` steps: returns (states (n, E, G, 15),
+    diagnostics (n, E, G, nd)); row j holds the state at t0+j+1 and the diagnostics of step t0+j."""
+    T, E, G = tt.shape
+    n = (T - 1 - t0) if n is None else n
+    s = tt.S[t0]  # (E, G, 15)
+    th = tt.theta_sat[:, None].expand(E, G)
+    P = tt.P[:, None, :].expand(E, G, tt.P.shape[-1])
+    out_s, out_d = [], []
+    with torch.no_grad():
+        for j in range(n):
+            fct = tt.FCT[t0 + j][None].expand(E, G, tt.FCT.shape[-1])
+            s, d = em.physical(s, em.raw(s, torch.cat([fct, P], -1)), th)
+            out_s.append(s)
+            out_d.append(d)
+    return torch.stack(out_s), torch.stack(out_d)
+
+
+def _one_step(em, tt):
+    T = tt.shape[0]
+    E, G = tt.shape[1:]
+    with torch.no_grad():
+        s = tt.S[: T - 1]
+        fct = tt.FCT[: T - 1, None].expand(T - 1, E, G, tt.FCT.shape[-1])
+        P = tt.P[None, :, None, :].expand(T - 1, E, G, tt.P.shape[-1])
+        th = tt.theta_sat[None, :, None].expand(T - 1, E, G)
+        new, d = em.physical(s, em.raw(s, torch.cat([fct, P], -1)), th)
+    return new, d
+
+
+def _daily(x: np.ndarray, steps_per_day: int) -> np.ndarray:
+    n = (x.shape[0] // steps_per_day) * steps_per_day
+    return x[:n].reshape(n // steps_per_day, steps_per_day, *x.shape[1:]).mean(1)
+
+
+def scores(pred: np.ndarray, truth: np.ndarray) -> dict:
+    """RMSE, bias and ACC of ``pred`` vs ``truth`` ``(time, ...)`` (climatology = truth's time
+    mean per column)."""
+    clim = truth.mean(0, keepdims=True)
+    a, b = pred - clim, truth - clim
+    den = np.sqrt((a**2).sum() * (b**2).sum())
+    return {
+        "rmse": float(np.sqrt(np.mean((pred - truth) ** 2))),
+        "bias": float(np.mean(pred - truth)),
+        "acc": float((a * b).sum() / den) if den > 0 else float("nan"),
+    }
+
+
+def evaluate(em, data, *, val_members=None, val_sites=None, variables=SCORE_VARIABLES, sets=None, rollout_days: int | None = None) -> xr.Dataset:
+    """Score ``em`` against the ensemble's physics on held-out members and sites.
+
+    ``val_members`` / ``val_sites`` as in :func:`ailand.emulator.train.split` (default: the
+    emulator's own training split when recorded). Returns a Dataset with ``rmse``, ``bias``,
+    ``acc`` over ``(set, mode, variable)`` (mode: one_step, persistence, rollout),
+    ``rollout_rmse`` over ``(set, variable, lead_day)`` and the rollout length in attrs.
+    """
+    data = as_ensemble_data(data)
+    tr = em.meta.get("training", {})
+    if val_members is None and tr.get("val_members") is not None:
+        labels = list(np.asarray(data.design["member"].values))
+        val_members = [labels[i] for i in tr["val_members"] if i < len(labels)]
+    if val_sites is None and tr.get("val_sites") is not None:
+        val_sites = [s for s in tr["val_sites"] if s in list(data.sites)]
+    tm, vm, ts, vs = split(data, val_members, val_sites)
+    groups = {"held_out_members": (vm, ts), "held_out_sites": (None, vs)}
+    groups = {k: v for k, v in groups.items() if (v[0] is None or len(v[0])) and len(v[1])}
+    if sets is not None:
+        groups = {k: groups[k] for k in sets}
+    spd = int(round(86400 / em.dt))
+    variables = [v for v in variables if v in em.output_names]
+    modes = ("one_step", "persistence", "rollout")
+    res = {m: np.full((len(groups), len(modes), len(variables)), np.nan) for m in ("rmse", "bias", "acc")}
+    growth, n_roll = [], 0
+    for gi, (name, (mem, sit)) in enumerate(groups.items()):
+        tt = ensemble_tensors(em, data, mem, sit)
+        T = tt.shape[0]
+        n = T - 1 if rollout_days is None else min(T - 1, rollout_days * spd)
+        n_roll = n
+        s1, d1 = _one_step(em, tt)
+        sr, dr = _rollout(em, tt, 0, n)
+        S, D = tt.S.cpu().numpy(), tt.D.cpu().numpy()
+        curves = []
+        for vi, v in enumerate(variables):
+            if v in STATE_NAMES:
+                k = STATE_NAMES.index(v)
+                truth1, pred1, pers = S[1:, ..., k], s1[..., k].cpu().numpy(), S[:-1, ..., k]
+                truthr, predr = S[1 : n + 1, ..., k], sr[..., k].cpu().numpy()
+            else:
+                k = em.diagnostics.index(v)
+                truth1, pred1 = D[:-1, ..., k], d1[..., k].cpu().numpy()
+                pers = np.concatenate([D[:1, ..., k], D[:-2, ..., k]])  # the previous step's value
+                truthr, predr = D[:n, ..., k], dr[..., k].cpu().numpy()
+            for mi, (p, o) in enumerate([(pred1, truth1), (pers, truth1), (predr, truthr)]):
+                sc = scores(_daily(p, spd), _daily(o, spd))
+                for m in ("rmse", "bias", "acc"):
+                    res[m][gi, mi, vi] = sc[m]
+            err = (_daily(predr, spd) - _daily(truthr, spd)) ** 2
+            curves.append(np.sqrt(err.reshape(err.shape[0], -1).mean(1)))
+        growth.append(np.stack(curves))
+    n_days = min(g.shape[1] for g in growth)
+    ds = xr.Dataset(
+        {m: (("set", "mode", "variable"), res[m]) for m in res},
+        coords={"set": list(groups), "mode": list(modes), "variable": variables},
+    )
+    ds["rollout_rmse"] = (("set", "variable", "lead_day"), np.stack([g[:, :n_days] for g in growth]))
+    ds = ds.assign_coords(lead_day=np.arange(1, n_days + 1), units=("variable", [VARIABLES[v][0] for v in variables]))
+    ds["rmse"].attrs = {"long_name": "root-mean-square error of daily means", "units": "variable's units (see coord 'units')"}
+    ds["bias"].attrs = {"long_name": "mean error (emulator - physics) of daily means"}
+    ds["acc"].attrs = {"long_name": "anomaly correlation of daily means (climatology: truth's time mean per column)", "units": "-"}
+    ds["rollout_rmse"].attrs = {"long_name": "RMSE of daily means vs lead time in a free rollout"}
+    ds.attrs = {"rollout_days": n_roll / spd, "emulator_dt_seconds": em.dt, "n_dates": int(data.data.shape[0])}
+    return ds

@@ -103,6 +103,56 @@ def cmd_ensemble(args) -> int:
     return 0
 
 
+def cmd_jacobian(args) -> int:
+    """``ailand jacobian``: one-step emulator Jacobians at given sites and times -> NetCDF (+ heatmap)."""
+    import pandas as pd
+    import xarray as xr
+
+    import ailand
+    from ailand.emulator import Emulator
+    from ailand.emulator.jacobian import plot_jacobian, scaled_jacobian, step_inputs, step_jacobian
+
+    em = Emulator.load(args.emulator)
+    times = [pd.Timestamp(t) for t in args.time.split(",")]
+    start = args.start or str((min(times) - pd.Timedelta(days=30)).date())
+    end = args.end or str(max(times).date())
+    if args.forcing:
+        forcing = ailand.open_forcing(args.forcing, sites=args.sites).sel(time=slice(start, end))
+    else:
+        forcing = ailand.synthetic_forcing(args.sites, start, end, seed=args.seed)
+    params = _parse_params(args.params) or None
+    t0 = time.time()
+    x = step_inputs(em, forcing, params=params, times=times, spinup_years=args.spinup_years)
+    J = step_jacobian(em, x, method=args.method)
+    Js = scaled_jacobian(em, J, x)
+    y = em.step_flat(em.tensor(x.values)).detach().cpu().numpy()
+    ds = xr.Dataset({"jacobian": J, "jacobian_scaled": Js, "inputs": x.drop_vars("input_units")})
+    ds["outputs"] = xr.DataArray(y, dims=("sample", "output"), attrs={"long_name": "emulator step outputs (physical units)"})
+    ds.attrs.update({"emulator": str(args.emulator), "forcing": args.forcing or f"synthetic seed {args.seed}", "start": start, "end": end})
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    ds.to_netcdf(out)
+    print(f"wrote {out}: Jacobian {J.sizes['sample']} sample(s) x {J.sizes['output']} outputs x {J.sizes['input']} inputs in {time.time() - t0:.1f} s")
+    if args.plot:
+        plot_jacobian(Js, args.plot)
+        print(f"wrote {args.plot} (first sample, scaled by input/output scales)")
+    return 0
+
+
+def cmd_export_onnx(args) -> int:
+    """``ailand export-onnx``: the emulator step as ONNX (one input, one output, metadata)."""
+    from ailand.emulator import Emulator
+    from ailand.emulator.onnx_export import to_onnx
+
+    em = Emulator.load(args.emulator)
+    path = to_onnx(em, args.out, opset=args.opset)
+    print(
+        f"wrote {path} ({path.stat().st_size / 1024:.0f} KiB): features [batch, {len(em.input_names)}] -> "
+        f"outputs [batch, {len(em.output_names)}], dt {em.dt:g} s"
+    )
+    return 0
+
+
 PLUGIN_GROUP = "ailand.cli"
 
 
@@ -128,6 +178,70 @@ def _load_plugins(subparsers) -> None:
                 RuntimeWarning,
                 stacklevel=2,
             )
+
+
+def cmd_train(args) -> int:
+    from .emulator import Emulator
+    from .emulator.plots import plot_history
+    from .emulator.train import as_ensemble_data
+
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    data = as_ensemble_data(args.data)
+    em = Emulator.from_ensemble(data, width=args.width, depth=args.depth, activation=args.activation, layer_norm=args.layer_norm)
+    print(f"ailand train: {em}")
+    print(f"  data {args.data}: {data.data.shape[0]} dates x {data.data.shape[2]} members x {data.data.shape[3]} sites")
+    ckdir = Path(args.checkpoint_dir) if args.checkpoint_dir else out.with_suffix("").with_name(out.stem + "_checkpoints")
+    val_sites = None if args.val_sites is None else [s for s in args.val_sites.split(",") if s]
+    t0 = time.time()
+    hist = em.fit(
+        data, val_members=args.val_members, val_sites=val_sites, epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
+        batch_size=args.batch_size, rollout_steps=args.rollout_steps, rollout_batch=args.rollout_batch,
+        rollout_weight=args.rollout_weight, input_noise=args.input_noise, lr=args.lr, patience=args.patience,
+        checkpoint_dir=ckdir, resume=not args.restart, device=args.device, seed=args.seed, time_limit=args.time_limit,
+    )
+    em.save(out)
+    hist.attrs = {k: str(v) for k, v in hist.attrs.items()}
+    hist.to_netcdf(out.with_suffix(".history.nc"))
+    plot_history(hist, out.with_suffix(".history.png"))
+    tr = em.meta["training"]
+    print(
+        f"wrote {out} after {tr['epochs_run']} epochs ({tr['stopped']}) in {time.time() - t0:.0f} s; "
+        f"best validation loss {tr['best_val_loss']:.4f}; held-out sites {tr['val_sites']}"
+    )
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from .emulator import Emulator
+    from .emulator.evaluate import compare_rollout, drift_check, evaluate
+    from .emulator.plots import plot_error_growth, plot_rollout
+    from .emulator.train import as_ensemble_data
+
+    em = Emulator.load(args.emulator)
+    data = as_ensemble_data(args.data)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    sc = evaluate(em, data)
+    sc.to_netcdf(out / "scores.nc")
+    print(f"ailand evaluate: {args.emulator} on {args.data} ({sc.attrs['rollout_days']:.0f}-day rollouts, daily means)")
+    for mode in ("one_step", "rollout"):
+        print(f"\nACC, {mode.replace('_', '-')}:")
+        print(sc["acc"].sel(mode=mode).to_pandas().round(3).to_string())
+    print("\nRMSE, rollout:")
+    print(sc["rmse"].sel(mode="rollout").to_pandas().to_string(float_format=lambda x: f"{x:.3g}"))
+    plot_error_growth(sc, out / "error_growth.png")
+    sites = em.meta.get("training", {}).get("val_sites") or None
+    plot_rollout(compare_rollout(em, data, sites=sites), out / "rollout_held_out_sites.png")
+    plot_rollout(compare_rollout(em, data, sites=[s for s in data.sites if s not in (sites or [])][:4]), out / "rollout_held_out_member.png")
+    if args.drift_years:
+        dr = drift_check(em, sites=sites, years=args.drift_years, progress=True)
+        dr.to_netcdf(out / "drift.nc")
+        print(f"\n{args.drift_years}-year rollout: finite={bool(dr.attrs['finite'])}; annual means (physics vs emulator):")
+        print(dr[["swvl1", "stl1", "Qle"]].to_dataframe().unstack("source").round(3).to_string())
+    print(f"\nwrote {out}/scores.nc and PNGs in {time.time() - t0:.0f} s")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -163,6 +277,55 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", default="runs/ensemble/default.zarr", help="output anemoi dataset (*.zarr)")
     e.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     e.set_defaults(func=cmd_ensemble)
+    j = sub.add_parser("jacobian", help="one-step emulator Jacobians d outputs / d inputs at given sites and times -> NetCDF")
+    j.add_argument("--emulator", required=True, help="emulator file written by Emulator.save")
+    j.add_argument("--sites", default="FI-Hyy", help="comma-separated site names (see data/sites.csv)")
+    j.add_argument("--time", required=True, help="time(s), comma-separated, e.g. 2020-04-15T06:00 (the step containing it)")
+    j.add_argument("--start", help="forcing start (default: 30 days before --time); the state is rolled out from here")
+    j.add_argument("--end", help="forcing end, inclusive (default: the day of --time)")
+    j.add_argument("--forcing", help="NetCDF/zarr forcing instead of the synthetic weather generator")
+    j.add_argument("--seed", type=int, default=0, help="weather generator seed")
+    j.add_argument("--params", help="YAML file 'NAME: value' overriding parameter defaults")
+    j.add_argument("--spinup-years", type=int, default=None, help="emulator spin-up years (default: the emulator's)")
+    j.add_argument("--method", default="jacrev", choices=["jacrev", "jacfwd"], help="torch.func differentiation mode")
+    j.add_argument("--out", required=True, help="output NetCDF path")
+    j.add_argument("--plot", help="PNG heatmap of the first sample (outputs x inputs)")
+    j.set_defaults(func=cmd_jacobian)
+    o = sub.add_parser("export-onnx", help="export the emulator step to ONNX (input 'features', output 'outputs')")
+    o.add_argument("--emulator", required=True, help="emulator file written by Emulator.save")
+    o.add_argument("--out", required=True, help="output .onnx path")
+    o.add_argument("--opset", type=int, default=None, help="ONNX opset (default 18)")
+    o.set_defaults(func=cmd_export_onnx)
+    t = sub.add_parser("train", help="train the MLP emulator on an ensemble (anemoi dataset)")
+    t.add_argument("--data", default="runs/ensemble/default.zarr", help="ensemble written by 'ailand ensemble'")
+    t.add_argument("--out", default="runs/emulator/emulator.pt", help="emulator file")
+    t.add_argument("--width", type=int, default=256, help="hidden units per layer")
+    t.add_argument("--depth", type=int, default=4, help="hidden layers")
+    t.add_argument("--activation", default="silu", help="silu, gelu, relu, tanh or elu")
+    t.add_argument("--layer-norm", action="store_true", help="LayerNorm after each hidden layer")
+    t.add_argument("--epochs", type=int, default=40)
+    t.add_argument("--steps-per-epoch", type=int, default=200)
+    t.add_argument("--batch-size", type=int, default=1024, help="one-step samples per optimiser step")
+    t.add_argument("--rollout-steps", type=int, default=16, help="length of the rollout loss (emulator steps)")
+    t.add_argument("--rollout-batch", type=int, default=64, help="rollouts per optimiser step")
+    t.add_argument("--rollout-weight", type=float, default=1.0)
+    t.add_argument("--input-noise", type=float, default=0.5, help="start-state noise in tendency standard deviations")
+    t.add_argument("--lr", type=float, default=2e-3)
+    t.add_argument("--patience", type=int, default=10, help="early stopping after this many epochs without improvement")
+    t.add_argument("--val-sites", default=None, help="comma-separated held-out sites (default BE-Lon,US-Kon)")
+    t.add_argument("--val-members", type=int, default=None, help="number of held-out members (default 1/8)")
+    t.add_argument("--checkpoint-dir", default=None, help="default: next to --out")
+    t.add_argument("--restart", action="store_true", help="ignore an existing checkpoint instead of resuming")
+    t.add_argument("--time-limit", type=float, default=None, help="stop after the epoch that passes this many seconds")
+    t.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    t.add_argument("--seed", type=int, default=0)
+    t.set_defaults(func=cmd_train)
+    v = sub.add_parser("evaluate", help="score an emulator against the physics on held-out members and sites")
+    v.add_argument("--emulator", default="runs/emulator/emulator.pt", help="emulator file")
+    v.add_argument("--data", default="runs/ensemble/default.zarr", help="ensemble written by 'ailand ensemble'")
+    v.add_argument("--out", default="runs/emulator/evaluation", help="output folder")
+    v.add_argument("--drift-years", type=int, default=0, help="also run a free rollout of this many years at the held-out sites")
+    v.set_defaults(func=cmd_evaluate)
     _load_plugins(sub)  # after the built-in commands: `ailand screen` ... (entry points, group ailand.cli)
     return p
 

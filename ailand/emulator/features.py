@@ -116,8 +116,13 @@ def normaliser_from(data, diagnostics=DIAGNOSTIC_NAMES) -> Normaliser:
     cm, cs = pick(CLIM_NAMES, st, "mean"), pick(CLIM_NAMES, st, "stdev")
     dm, ds = pick(diagnostics, st, "mean"), pick(diagnostics, st, "stdev")
     fm, fs = np.array(fm), np.array(fs)
+    # the states and diagnostics the training data spanned (the emulator's hard range)
+    extra = {
+        "state_min": pick(STATE_NAMES, st, "minimum").tolist(), "state_max": pick(STATE_NAMES, st, "maximum").tolist(),
+        "diag_min": pick(diagnostics, st, "minimum").tolist(), "diag_max": pick(diagnostics, st, "maximum").tolist(),
+    }
     return Normaliser(
         state_mean=sm, state_std=_floor(ss, sm), tend_mean=tm, tend_std=_floor(ts, tm),
         forcing_mean=fm, forcing_std=_floor(fs, fm), clim_mean=cm, clim_std=_floor(cs, cm),
-        diag_mean=dm, diag_std=_floor(ds, dm),
+        diag_mean=dm, diag_std=_floor(ds, dm), extra=extra,
     )

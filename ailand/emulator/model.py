@@ -39,6 +39,8 @@ FORMAT_VERSION = 1
 # diagnostics that cannot be negative, and those bounded by [0, 1]
 NONNEGATIVE_DIAGNOSTICS = ("Qs", "Qsb", "Qsm")
 FRACTION_DIAGNOSTICS = ("snowc", "albedo")
+# outputs are also kept within the training data's range widened by this fraction of it
+RANGE_MARGIN = 0.1
 
 
 class Emulator(ColumnModel):
@@ -52,7 +54,9 @@ class Emulator(ColumnModel):
     Outputs (:attr:`output_names`): the state at ``t+dt`` and the mean diagnostics over
     the step. The network predicts normalised increments; hard bounds are applied after
     (``0 <= swvl <= THETA_SAT``, ``sd, wl, wsn >= 0``, ``wsn <= sd``, ``tsn <= 273.16 K``,
-    ``asn, snowc, albedo`` in [0, 1], runoff and melt >= 0).
+    ``asn, snowc, albedo`` in [0, 1], runoff and melt >= 0), and every output stays within
+    the range of the training data widened by 10% of that range on each side, so that a
+    long rollout cannot run away to values the network never saw.
 
     Build one from an ensemble with :func:`ailand.train_emulator` (or
     :meth:`from_ensemble` then :meth:`fit`); keep it with :meth:`save` / :meth:`load`.
@@ -111,10 +115,19 @@ class Emulator(ColumnModel):
                 hi[i] = 1.0
             if k == "tsn":
                 hi[i] = c.TT
+        # and never further than RANGE_MARGIN x the training range outside the training range
+        if "state_min" in n.extra:
+            smin, smax = np.asarray(n.extra["state_min"]), np.asarray(n.extra["state_max"])
+            pad = RANGE_MARGIN * (smax - smin)
+            lo, hi = np.maximum(lo, smin - pad), np.minimum(hi, smax + pad)
         self._swvl = t([k.startswith("swvl") for k in STATE_NAMES]).bool()
         self._lo, self._hi = t(lo), t(hi)
         dlo = np.array([0.0 if d in NONNEGATIVE_DIAGNOSTICS + FRACTION_DIAGNOSTICS else -np.inf for d in self.diagnostics])
         dhi = np.array([1.0 if d in FRACTION_DIAGNOSTICS else np.inf for d in self.diagnostics])
+        if "diag_min" in n.extra:
+            dmin, dmax = np.asarray(n.extra["diag_min"]), np.asarray(n.extra["diag_max"])
+            pad = RANGE_MARGIN * (dmax - dmin)
+            dlo, dhi = np.maximum(dlo, dmin - pad), np.minimum(dhi, dmax + pad)
         self._dlo, self._dhi = t(dlo), t(dhi)
         self._i_sd, self._i_wsn = STATE_NAMES.index("sd"), STATE_NAMES.index("wsn")
         self._i_theta_sat = list(self.space.names).index("THETA_SAT")
@@ -209,7 +222,7 @@ class Emulator(ColumnModel):
         from ..forcing import FORCING_VARIABLES
 
         units.update({k: FORCING_VARIABLES[k][0] for k in FORCING_NAMES})
-        units.update(dict(zip(self.space.names, self.space.units)))
+        units.update(self.space.units)
         return [units[k] for k in self.input_names]
 
     def output_units(self) -> list[str]:
@@ -512,6 +525,24 @@ class Emulator(ColumnModel):
         )
         em.net.load_state_dict(blob["weights"])
         return em.to(device)
+
+    # ----------------------------------------------------- Jacobians and ONNX
+    def jacobian(self, x, method: str = "jacrev") -> xr.DataArray:
+        """One-step Jacobians d outputs / d inputs ``(sample, output, input)`` in physical
+        units, for input rows ``x`` ``(B, n_in)`` (e.g. from
+        :func:`ailand.emulator.jacobian.step_inputs`); see
+        :func:`ailand.emulator.jacobian.step_jacobian`."""
+        from .jacobian import step_jacobian
+
+        return step_jacobian(self, x, method=method)
+
+    def to_onnx(self, path, opset: int | None = None):
+        """Export one step to ONNX: one input ``features [batch, n_in]``, one output
+        ``outputs [batch, n_out]``, names/units in the metadata; see
+        :func:`ailand.emulator.onnx_export.to_onnx`."""
+        from .onnx_export import to_onnx
+
+        return to_onnx(self, path, opset=opset)
 
     # ----------------------------------------------------------- training etc.
     def fit(self, data, **kwargs):

@@ -93,8 +93,10 @@ def ensemble_tensors(em, data, members=None, sites=None, device=None) -> Tensors
     return Tensors(S, D, FCT, Pn, P[:, em._i_theta_sat], mi, [data.sites[i] for i in gi])
 
 
-def _one_step_loss(em, tt: Tensors, t, e, g):
+def _one_step_loss(em, tt: Tensors, t, e, g, noise: float = 0.0, gen=None):
     s = tt.S[t, e, g]
+    if noise > 0:  # perturbed start states teach the network to pull back towards the truth
+        s = s + noise * em._k["tend_std"] * torch.randn(s.shape, generator=gen).to(s)
     x_d = torch.cat([tt.FCT[t, g], tt.P[e]], -1)
     out = em.raw(s, x_d)
     k = em._k
@@ -171,6 +173,7 @@ def fit(
     rollout_steps: int = 8,
     rollout_batch: int = 128,
     rollout_weight: float = 1.0,
+    input_noise: float = 0.0,
     lr: float = 2e-3,
     weight_decay: float = 1e-4,
     warmup_steps: int = 100,
@@ -187,7 +190,8 @@ def fit(
 
     AdamW with a linear warm-up and cosine decay of the learning rate over all steps; each
     step uses ``batch_size`` one-step samples and ``rollout_batch`` rollouts of
-    ``rollout_steps`` steps (0 turns the rollout loss off). Validation after every epoch on
+    ``rollout_steps`` steps (0 turns the rollout loss off); ``input_noise`` perturbs the
+    one-step start states by that many tendency standard deviations. Validation after every epoch on
     held-out members (at training sites) and on held-out sites (all members), each a fixed
     seeded sample of ``val_size`` one-step rows and ``val_size // 8`` rollouts. Early stopping
     after ``patience`` epochs without improvement of the mean validation loss; the best
@@ -250,7 +254,7 @@ def fit(
             for group in opt.param_groups:
                 group["lr"] = lr * max(f, 1e-3)
             t, e, g = _draw(gen, train, batch_size, 0, device)
-            loss = _one_step_loss(em, train, t, e, g)
+            loss = _one_step_loss(em, train, t, e, g, input_noise, gen)
             if L > 0 and rollout_weight > 0:
                 t, e, g = _draw(gen, train, rollout_batch, L, device)
                 loss = loss + rollout_weight * _rollout_loss(em, train, t, e, g, L)

@@ -1,0 +1,161 @@
+"""The aiLand emulator: training, skill vs persistence, the shared Model interface,
+persistence of weights, resume, bounds and bad input (small configurations)."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+import ailand
+from ailand.emulator import Emulator, train_emulator
+from ailand.emulator.evaluate import evaluate
+from ailand.physics.model import STATE_NAMES
+
+SITES = ["FR-Fon", "FI-Hyy", "BE-Lon"]
+SMALL = dict(width=64, depth=2, epochs=4, steps_per_epoch=25, batch_size=256, rollout_steps=4, rollout_batch=32, progress=False)
+
+
+@pytest.fixture(scope="module")
+def ensemble(tmp_path_factory):
+    """8 members x 3 sites x 120 days at 6 h, written and read back as an anemoi dataset."""
+    warnings.simplefilter("ignore", DeprecationWarning)
+    path = tmp_path_factory.mktemp("ens") / "tiny.zarr"
+    forcing = ailand.synthetic_forcing(SITES, "2020-01-01", "2020-04-29", seed=0)
+    model = ailand.ToyEcLand(compile=False)
+    design = model.space.sample(8, seed=0)
+    ailand.run_ensemble(model, forcing, design, path, spinup_years=1, chunk_members=8, progress=False)
+    return ailand.load_ensemble(path)
+
+
+@pytest.fixture(scope="module")
+def trained(ensemble, tmp_path_factory):
+    torch.manual_seed(0)
+    ck = tmp_path_factory.mktemp("ck")
+    em, hist = train_emulator(ensemble, val_members=2, val_sites=["BE-Lon"], checkpoint_dir=ck, **SMALL)
+    return em, hist
+
+
+def test_beats_persistence_on_held_out_members(trained, ensemble):
+    em, hist = trained
+    assert hist.sizes["epoch"] == SMALL["epochs"]
+    assert hist["val_loss"].values[-1] < hist["val_loss"].values[0]
+    sc = evaluate(em, ensemble, sets=["held_out_members"])
+    for v in ("swvl1", "stl1", "skt", "sd"):
+        r = sc["rmse"].sel(set="held_out_members", variable=v)
+        assert float(r.sel(mode="one_step")) < float(r.sel(mode="persistence")), v
+    assert np.isfinite(sc["rmse"].sel(mode="rollout")).all()
+
+
+def test_save_load_round_trip_bit_for_bit(trained, tmp_path):
+    em, _ = trained
+    path = em.save(tmp_path / "em.pt")
+    em2 = Emulator.load(path)
+    for (k, a), (_, b) in zip(em.net.state_dict().items(), em2.net.state_dict().items()):
+        assert torch.equal(a, b), k
+    assert em2.input_names == em.input_names and em2.output_names == em.output_names
+    assert em2.space.names == em.space.names and np.array_equal(em2.space.bounds, em.space.bounds)
+    x = torch.randn(16, len(em.input_names)) * 0.01 + torch.tensor(em.norm.state_mean.tolist() + [0.0] * (len(em.input_names) - 15))
+    assert torch.equal(em.step_flat(x), em2.step_flat(x))
+
+
+def test_resume_continues_the_same_run(ensemble, tmp_path):
+    cfg = dict(SMALL, epochs=2, steps_per_epoch=5)
+    torch.manual_seed(1)
+    a, _ = train_emulator(ensemble, val_members=2, val_sites=["BE-Lon"], checkpoint_dir=tmp_path / "a", **cfg)
+    torch.manual_seed(1)
+    b = Emulator.from_ensemble(ensemble, width=64, depth=2)
+    b.fit(ensemble, val_members=2, val_sites=["BE-Lon"], checkpoint_dir=tmp_path / "b", **dict(cfg, epochs=1))
+    # a fresh process would rebuild the emulator and find the checkpoint
+    torch.manual_seed(99)
+    c = Emulator.from_ensemble(ensemble, width=64, depth=2)
+    hist = c.fit(ensemble, val_members=2, val_sites=["BE-Lon"], checkpoint_dir=tmp_path / "b", **cfg)
+    assert hist.sizes["epoch"] == 2
+    for (k, x), (_, y) in zip(a.net.state_dict().items(), c.net.state_dict().items()):
+        assert torch.equal(x, y), k
+
+
+def test_run_has_the_physics_interface(trained):
+    em, _ = trained
+    forcing = ailand.synthetic_forcing(["FR-Fon", "BE-Lon"], "2020-02-01", "2020-02-10", seed=3)
+    params = {"RSMIN": [80.0, 150.0]}
+    phys = ailand.ToyEcLand(compile=False)
+    s0 = phys.initial_conditions(forcing, params, spinup_years=0)
+    ref = phys.run(forcing, params, state0=s0, output_freq="6h")
+    out = em.run(forcing, params, state0=s0)
+    assert set(out.data_vars) == set(ref.data_vars)
+    for v in ref.data_vars:
+        assert out[v].dims == ref[v].dims, v
+        assert out[v].attrs["units"] == ref[v].attrs["units"], v
+    np.testing.assert_array_equal(out["time"].values, ref["time"].values)
+    daily = em.run(forcing, params, state0=s0, output_freq="1D")
+    assert daily.sizes["time"] == 10
+    np.testing.assert_allclose(daily["Qle"].values, out["Qle"].coarsen(time=4).mean().values, rtol=1e-5, atol=1e-4)
+    # a cold start followed by the emulator's own spin-up also runs
+    assert np.isfinite(em.run(forcing, spinup_years=1)["swvl1"].values).all()
+
+
+def test_simulate_is_differentiable_in_params_and_state(trained):
+    em, _ = trained
+    em64 = Emulator.load(em.save("/tmp/_ailand_test_em.pt")).to(dtype=torch.float64)
+    forcing = ailand.synthetic_forcing(["FR-Fon"], "2020-04-01", "2020-04-05", seed=1)
+    f, st, _ = em64.prepare(forcing)
+    s0 = ailand.ToyEcLand(compile=False, dtype=torch.float64).initial_conditions(forcing, spinup_years=0)
+    state = {k: torch.tensor(s0[k].values, dtype=torch.float64) for k in STATE_NAMES}
+
+    def mean_qle(rsmin, swvl1):
+        p = em64.param_tensors({"RSMIN": rsmin})
+        out, _ = em64.simulate(f, p, st, dict(state, swvl1=swvl1))
+        return out["Qle"].mean()
+
+    r = torch.tensor(120.0, dtype=torch.float64, requires_grad=True)
+    w = state["swvl1"].clone().requires_grad_(True)
+    g_r, g_w = torch.autograd.grad(mean_qle(r, w), (r, w))
+    h = 1e-3
+    with torch.no_grad():
+        fd_r = (mean_qle(r + h, w) - mean_qle(r - h, w)) / (2 * h)
+        fd_w = (mean_qle(r, w + 1e-6) - mean_qle(r, w - 1e-6)) / 2e-6
+    assert g_r != 0 and g_w.abs().sum() > 0
+    np.testing.assert_allclose(float(g_r), float(fd_r), rtol=1e-4, atol=1e-10)
+    np.testing.assert_allclose(g_w.numpy(), fd_w.numpy(), rtol=1e-4, atol=1e-8)
+
+
+def test_hard_bounds_hold_under_extreme_forcing(trained):
+    em, _ = trained
+    forcing = ailand.synthetic_forcing(["FR-Fon"], "2020-01-01", "2020-01-20", seed=0)
+    forcing["Rainf"] = forcing["Rainf"] * 0 + 2e-3  # 7 mm/h for 20 days
+    forcing["Snowf"] = forcing["Snowf"] * 0 + 1e-3
+    p = {"THETA_SAT": 0.45}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # out-of-range forcing warns (tested below)
+        out = em.run(forcing, p, spinup_years=0)
+    for k in range(1, 5):
+        assert float(out[f"swvl{k}"].max()) <= 0.45 + 1e-6
+        assert float(out[f"swvl{k}"].min()) >= 0.0
+    assert float(out["sd"].min()) >= 0.0 and float(out["wl"].min()) >= 0.0
+    assert 0.0 <= float(out["snowc"].min()) and float(out["snowc"].max()) <= 1.0
+    assert 0.0 <= float(out["albedo"].min()) and float(out["albedo"].max()) <= 1.0
+    assert float((out["wsn"] - out["sd"]).max()) <= 1e-7
+
+
+def test_bad_input_is_explicit(trained):
+    em, _ = trained
+    forcing = ailand.synthetic_forcing(["FR-Fon"], "2020-01-01", "2020-01-03", seed=0)
+    with pytest.raises(ValueError, match="Tair"):
+        em.run(forcing.drop_vars("Tair"), spinup_years=0)
+    with pytest.raises(ValueError, match="NOT_A_PARAM"):
+        em.run(forcing, {"NOT_A_PARAM": 1.0}, spinup_years=0)
+    with pytest.raises(ValueError, match="multiple"):
+        em.run(forcing.isel(time=slice(0, 5)), spinup_years=0)  # 5 h is not a whole 6-h step
+    wet = forcing.copy()
+    wet["Tair"] = wet["Tair"] + 60.0
+    with pytest.warns(UserWarning, match="Tair .* extrapolated"):
+        em.run(wet, spinup_years=0)
+    em.meta["param_range"]["RSMIN"] = [100.0, 200.0]  # pretend a narrower training range
+    try:
+        with pytest.warns(UserWarning, match="RSMIN .* outside the training range"):
+            em.run(forcing, {"RSMIN": 250.0}, spinup_years=0)
+    finally:
+        em.meta["param_range"]["RSMIN"] = [float(v) for v in em.space.bounds[em.space.names.index("RSMIN")]]

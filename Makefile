@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test venv clean bench
+.PHONY: demo test venv clean bench ensemble emulator
 
 $(STAMP): pyproject.toml requirements.txt constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -25,8 +25,21 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
 
+ENSEMBLE := runs/ensemble/default.zarr
+EMULATOR := runs/emulator/emulator.pt
+
+# the default perturbed-parameter ensemble (anemoi dataset), built once
+ensemble: $(STAMP)
+	test -d $(ENSEMBLE) || $(BIN)/ailand ensemble --out $(ENSEMBLE)
+
+# train the emulator on it (resumes from its checkpoint if interrupted), then score it
+emulator: ensemble
+	$(BIN)/ailand train --data $(ENSEMBLE) --out $(EMULATOR)
+	$(BIN)/ailand evaluate --emulator $(EMULATOR) --data $(ENSEMBLE) --out runs/emulator/evaluation --drift-years 10
+
 bench: $(STAMP)
 	$(BIN)/python benchmarks/physics_throughput.py --out benchmarks/results/physics_throughput.json
+	$(BIN)/python benchmarks/emulator.py --threads 1
 
 clean:
 	rm -rf $(VENV) runs

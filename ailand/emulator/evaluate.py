@@ -40,11 +40,12 @@ def _rollout(em, tt, t0: int = 0, n: int | None = None, batch: int = 4096):
     s = tt.S[t0]  # (E, G, 15)
     th = tt.theta_sat[:, None].expand(E, G)
     P = tt.P[:, None, :].expand(E, G, tt.P.shape[-1])
+    Pp = tt.Pphys[:, None, :]
     out_s, out_d = [], []
     with torch.no_grad():
         for j in range(n):
             fct = tt.FCT[t0 + j][None].expand(E, G, tt.FCT.shape[-1])
-            s, d = em.physical(s, em.raw(s, torch.cat([fct, P], -1)), th)
+            s, d = em.physical(s, em.raw(s, torch.cat([fct, P], -1), Pp), th)
             out_s.append(s)
             out_d.append(d)
     return torch.stack(out_s), torch.stack(out_d)
@@ -57,8 +58,9 @@ def _one_step(em, tt):
         s = tt.S[: T - 1]
         fct = tt.FCT[: T - 1, None].expand(T - 1, E, G, tt.FCT.shape[-1])
         P = tt.P[None, :, None, :].expand(T - 1, E, G, tt.P.shape[-1])
+        Pp = tt.Pphys[None, :, None, :]
         th = tt.theta_sat[None, :, None].expand(T - 1, E, G)
-        new, d = em.physical(s, em.raw(s, torch.cat([fct, P], -1)), th)
+        new, d = em.physical(s, em.raw(s, torch.cat([fct, P], -1), Pp), th)
     return new, d
 
 

@@ -41,6 +41,7 @@ NONNEGATIVE_DIAGNOSTICS = ("Qs", "Qsb", "Qsm")
 FRACTION_DIAGNOSTICS = ("snowc", "albedo")
 # outputs are also kept within the training data's range widened by this fraction of it
 RANGE_MARGIN = 0.1
+N_SOIL_FEATURES = 12  # see Emulator.soil_features
 
 
 class Emulator(ColumnModel):
@@ -91,7 +92,8 @@ class Emulator(ColumnModel):
         self.meta = dict(meta or {})
         self.input_names = (*STATE_NAMES, *FORCING_NAMES, *CLIM_NAMES, *TIME_NAMES, *space.names)
         self.output_names = (*STATE_NAMES, *self.diagnostics)
-        self.net = MLP(len(self.input_names), len(self.output_names), **self.config).to(self.device, self.dtype)
+        self.n_features = len(self.input_names) + N_SOIL_FEATURES
+        self.net = MLP(self.n_features, len(self.output_names), **self.config).to(self.device, self.dtype)
         self._constants()
 
     # ----------------------------------------------------------------- set-up
@@ -131,6 +133,10 @@ class Emulator(ColumnModel):
         self._dlo, self._dhi = t(dlo), t(dhi)
         self._i_sd, self._i_wsn = STATE_NAMES.index("sd"), STATE_NAMES.index("wsn")
         self._i_theta_sat = list(self.space.names).index("THETA_SAT")
+        missing = [n for n in ("THETA_SAT", "THETA_CAP", "THETA_PWP", "KSAT", "BCH") if n not in self.space]
+        if missing:
+            raise ValueError(f"the emulator needs the soil parameters {missing} in its ParameterSpace")
+        self._i_soil = {n: list(self.space.names).index(n) for n in ("THETA_SAT", "THETA_CAP", "THETA_PWP", "KSAT", "BCH")}
         self._p_lo, self._p_hi = [t(v) for v in self._param_cube()]
 
     def _param_cube(self):
@@ -184,12 +190,33 @@ class Emulator(ColumnModel):
         shape = torch.broadcast_shapes(a.shape[:-1], b.shape[:-1])
         return torch.cat([a.expand(*shape, a.shape[-1]), b.expand(*shape, b.shape[-1])], dim=-1)
 
-    def raw(self, state: torch.Tensor, drivers_n: torch.Tensor) -> torch.Tensor:
+    def soil_features(self, state: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        """Physics-aware inputs ``(..., 12)`` from the physical state ``(..., 15)`` and physical
+        parameters ``(..., d)``: per soil layer the relative saturation ``theta/THETA_SAT``,
+        the log Clapp-Hornberger conductivity ``ln KSAT + (2 BCH + 3) ln(theta/THETA_SAT)``
+        and the water-stress fraction ``(theta - THETA_PWP) / (THETA_CAP - THETA_PWP)``, each
+        roughly standardised. Drainage depends on these through powers of up to ~27 that an
+        MLP learns poorly from raw inputs."""
+        theta = state[..., :4]
+        i = self._i_soil
+        sat_ = params[..., i["THETA_SAT"], None]
+        sat = theta / sat_
+        logk = torch.log(params[..., i["KSAT"], None]) + (2 * params[..., i["BCH"], None] + 3) * torch.log(torch.clamp(sat, min=0.05))
+        pwp, cap = params[..., i["THETA_PWP"], None], params[..., i["THETA_CAP"], None]
+        stress = torch.clamp((theta - pwp) / (cap - pwp), -1.0, 2.0)
+        feats = [(sat - 0.6) / 0.25, (logk + 16.0) / 5.0, stress - 0.5]
+        shape = torch.broadcast_shapes(*[f.shape for f in feats])
+        return torch.cat([f.expand(shape) for f in feats], dim=-1)
+
+    def raw(self, state: torch.Tensor, drivers_n: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
         """Network output (normalised increments | normalised diagnostics) ``(..., n_out)``
-        for a physical state ``(..., 15)`` and normalised drivers ``(..., n_drv)``."""
+        for a physical state ``(..., 15)``, normalised drivers ``(..., n_drv)`` and the
+        physical parameters ``(..., d)`` (for :meth:`soil_features`)."""
         k = self._k
         sn = (state - k["state_mean"]) / k["state_std"]
-        x = torch.cat([sn, drivers_n.expand(*sn.shape[:-1], drivers_n.shape[-1])], dim=-1)
+        sf = self.soil_features(state, params)
+        shape = sn.shape[:-1]
+        x = torch.cat([sn, sf.expand(*shape, sf.shape[-1]), drivers_n.expand(*shape, drivers_n.shape[-1])], dim=-1)
         return self.net(x)
 
     def physical(self, state: torch.Tensor, out_n: torch.Tensor, theta_sat: torch.Tensor):
@@ -214,7 +241,7 @@ class Emulator(ColumnModel):
         i = np.cumsum([0, ns, nf, nc, ntm])
         state, forcing, clim, tm, params = x[..., : i[1]], x[..., i[1] : i[2]], x[..., i[2] : i[3]], x[..., i[3] : i[4]], x[..., i[4] :]
         drivers = self.normalise_drivers(forcing, clim, tm, params)
-        new, diag = self.physical(state, self.raw(state, drivers), params[..., self._i_theta_sat])
+        new, diag = self.physical(state, self.raw(state, drivers, params), params[..., self._i_theta_sat])
         return torch.cat([new, diag], dim=-1)
 
     def input_units(self) -> list[str]:
@@ -285,7 +312,7 @@ class Emulator(ColumnModel):
         bar = _progress(T, progress)
         for t in range(T):
             drivers = torch.cat([fct[t].expand(*batch, fct.shape[-1]), pn.expand(*batch, pn.shape[-1])], -1)
-            state, diag = self.physical(state, self.raw(state, drivers), theta_sat)
+            state, diag = self.physical(state, self.raw(state, drivers, p), theta_sat)
             d = diag[..., i_diag]
             acc = d if acc is None else acc + d
             if (t + 1) % steps_per_output == 0:

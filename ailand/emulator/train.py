@@ -48,13 +48,14 @@ class Tensors:
 
     S : (T, E, G, 15) states [physical]; D : (T, E, G, n_diag) diagnostics [physical];
     FCT : (T, G, 19) normalised forcing, clim and time features; P : (E, d) normalised
-    parameters; theta_sat : (E,) [m3 m-3].
+    parameters; Pphys : (E, d) physical parameters; theta_sat : (E,) [m3 m-3].
     """
 
     S: torch.Tensor
     D: torch.Tensor
     FCT: torch.Tensor
     P: torch.Tensor
+    Pphys: torch.Tensor
     theta_sat: torch.Tensor
     members: np.ndarray
     sites: list
@@ -90,7 +91,7 @@ def ensemble_tensors(em, data, members=None, sites=None, device=None) -> Tensors
     with torch.no_grad():
         FCT = em.normalise_fct(F, C, tf)
         Pn = em.normalise_params(P)
-    return Tensors(S, D, FCT, Pn, P[:, em._i_theta_sat], mi, [data.sites[i] for i in gi])
+    return Tensors(S, D, FCT, Pn, P, P[:, em._i_theta_sat], mi, [data.sites[i] for i in gi])
 
 
 def _one_step_loss(em, tt: Tensors, t, e, g, noise: float = 0.0, gen=None):
@@ -98,7 +99,7 @@ def _one_step_loss(em, tt: Tensors, t, e, g, noise: float = 0.0, gen=None):
     if noise > 0:  # perturbed start states teach the network to pull back towards the truth
         s = s + noise * em._k["tend_std"] * torch.randn(s.shape, generator=gen).to(s)
     x_d = torch.cat([tt.FCT[t, g], tt.P[e]], -1)
-    out = em.raw(s, x_d)
+    out = em.raw(s, x_d, tt.Pphys[e])
     k = em._k
     ns = len(STATE_NAMES)
     inc = (tt.S[t + 1, e, g] - s - k["tend_mean"]) / k["tend_std"]
@@ -113,7 +114,7 @@ def _rollout_loss(em, tt: Tensors, t0, e, g, L: int):
     loss = 0.0
     for j in range(L):
         t = t0 + j
-        out = em.raw(s, torch.cat([tt.FCT[t, g], tt.P[e]], -1))
+        out = em.raw(s, torch.cat([tt.FCT[t, g], tt.P[e]], -1), tt.Pphys[e])
         s, diag = em.physical(s, out, th)
         es = (s - tt.S[t + 1, e, g]) / (k["tend_std"] * math.sqrt(j + 1))
         ed = (diag - tt.D[t, e, g]) / k["diag_std"]

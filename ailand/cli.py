@@ -69,7 +69,20 @@ def cmd_ensemble(args) -> int:
     design = model.space.sample(args.members, method=args.design, seed=args.seed)
     if args.include_default:
         design[0] = model.space.default_vector  # member 0 = the default parameters
-    forcing = ailand.synthetic_forcing(args.sites, args.start, args.end, seed=args.forcing_seed)
+    sites = ailand.load_sites(args.sites)
+    if args.synthetic_sites:
+        import xarray as xr
+
+        from .sites import perturbed_sites
+
+        exclude = [s for s in (args.synthetic_exclude or "").split(",") if s]
+        unknown = [s for s in exclude if s not in sites["site"].values]
+        if unknown:
+            raise ValueError(f"--synthetic-exclude {unknown} are not among --sites")
+        parents = sites.sel(site=[s for s in sites["site"].values if s not in exclude])
+        extra = perturbed_sites(parents, args.synthetic_sites, seed=args.seed).drop_vars("parent")
+        sites = xr.concat([sites, extra], dim="site")
+    forcing = ailand.synthetic_forcing(sites, args.start, args.end, seed=args.forcing_seed)
     print(
         f"ailand ensemble: {args.members} members ({args.design}, seed {args.seed}"
         f"{', member 0 = defaults' if args.include_default else ''}), {forcing.sizes['site']} site(s), "
@@ -274,6 +287,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--dt", type=float, default=3600.0, help="model time step [s]")
     e.add_argument("--chunk-members", type=int, default=8, help="members per model run (chunk)")
     e.add_argument("--dask", type=int, default=0, metavar="N", help="run the chunks on a dask LocalCluster of N workers")
+    e.add_argument("--synthetic-sites", type=int, default=0, metavar="N",
+                   help="add N jittered copies of every site (named SITE~k) to widen the training climates")
+    e.add_argument("--synthetic-exclude", default="", help="comma-separated sites not to copy (e.g. the emulator's held-out sites)")
     e.add_argument("--out", default="runs/ensemble/default.zarr", help="output anemoi dataset (*.zarr)")
     e.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     e.set_defaults(func=cmd_ensemble)

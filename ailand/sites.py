@@ -173,3 +173,60 @@ def lai_climatology(sites: xr.Dataset, dayofyear) -> np.ndarray:
     peak = np.asarray(sites["lai_peak_doy"].values, dtype=np.float64)[None, :]
     w = ((1.0 + np.cos(2.0 * np.pi * (doy - peak) / 365.25)) / 2.0) ** 1.5
     return lai_min + (lai_max - lai_min) * w
+
+
+# relative (multiplicative, lognormal sigma) and absolute (additive, normal sigma) jitter
+# of the site fields for synthetic training sites; the rest (lat, lon, vegetation type,
+# seasonal timing) stay those of the parent site
+_JITTER_REL = {"lai_min": 0.3, "lai_max": 0.25, "precip_annual": 0.35, "wind_mean": 0.2, "elevation": 0.3}
+_JITTER_ABS = {
+    "sand": 0.12, "clay": 0.06, "cveg": 0.1, "t_mean": 2.0, "t_amp_seasonal": 1.5, "t_range_diurnal": 1.5,
+    "wet_day_fraction": 0.05, "rh_mean": 0.05, "cloud_mean": 0.07,
+}
+_LIMITS = {
+    "sand": (0.03, 0.92), "clay": (0.02, 0.6), "cveg": (0.01, 0.99), "wet_day_fraction": (0.005, 0.8),
+    "rh_mean": (0.1, 0.95), "cloud_mean": (0.02, 0.95), "t_range_diurnal": (2.0, 20.0), "t_amp_seasonal": (0.5, 30.0),
+}
+
+
+def perturbed_sites(parents, copies: int = 3, seed: int = 0, scale: float = 1.0) -> xr.Dataset:
+    """Synthetic sites: ``copies`` jittered versions of each parent site, named ``"FR-Fon~1"``...
+
+    Used to widen the range of climates and soils an emulator is trained on (so that it
+    interpolates between the real sites instead of memorising them). Soil texture, vegetation
+    cover, LAI, temperature, precipitation, humidity, wind and cloud are perturbed (lognormal
+    for positive amounts, normal for fractions and temperatures; ``scale`` multiplies all
+    spreads); position, vegetation type and seasonal timing are the parent's. Each copy has
+    its own name, so :func:`ailand.synthetic_forcing` draws its own weather for it.
+
+    parents : names (or a Dataset from :func:`load_sites`). Returns a Dataset like
+    :func:`load_sites` with ``copies * n_parent`` sites and a ``parent`` coordinate.
+    """
+    base = parents if isinstance(parents, xr.Dataset) else load_sites(parents)
+    if copies < 1:
+        raise ValueError(f"copies must be >= 1, got {copies}")
+    rng = np.random.default_rng(seed)
+    out = []
+    for k in range(1, copies + 1):
+        ds = base.copy(deep=True)
+        n = ds.sizes["site"]
+        for v, s in _JITTER_REL.items():
+            if v in ds:
+                ds[v] = ds[v] * np.exp(scale * s * rng.standard_normal(n))
+        for v, s in _JITTER_ABS.items():
+            if v in ds:
+                x = ds[v] + scale * s * rng.standard_normal(n)
+                lo, hi = _LIMITS.get(v, (-np.inf, np.inf))
+                ds[v] = x.clip(lo, hi)
+        if "clay" in ds and "sand" in ds:
+            ds["clay"] = np.minimum(ds["clay"], 0.95 - ds["sand"])
+        if "lai_max" in ds and "lai_min" in ds:
+            ds["lai_max"] = np.maximum(ds["lai_max"], ds["lai_min"] + 0.05)
+        names = [f"{s}~{k}" for s in base["site"].values]
+        ds = ds.assign_coords(site=np.array(names, dtype=object), parent=("site", base["site"].values))
+        for v in base.data_vars:
+            ds[v].attrs = dict(base[v].attrs)
+        out.append(ds)
+    res = xr.concat(out, dim="site")
+    res.attrs = dict(base.attrs, note=f"synthetic sites: {copies} jittered copies per parent (seed {seed}, scale {scale})")
+    return res

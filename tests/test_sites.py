@@ -101,3 +101,22 @@ def test_lai_climatology_accepts_datetimes(sites):
     times = pd.date_range("2020-01-01", periods=48, freq="1D").values
     np.testing.assert_allclose(lai_climatology(sites, times), lai_climatology(sites, np.arange(1, 49)))
     assert isinstance(sites, xr.Dataset)
+
+
+def test_perturbed_sites_are_named_seeded_and_physical():
+    from ailand.sites import perturbed_sites
+
+    a = perturbed_sites(["FR-Fon", "TD-Bod"], copies=3, seed=1)
+    b = perturbed_sites(["FR-Fon", "TD-Bod"], copies=3, seed=1)
+    assert list(a["site"].values) == ["FR-Fon~1", "TD-Bod~1", "FR-Fon~2", "TD-Bod~2", "FR-Fon~3", "TD-Bod~3"]
+    assert list(a["parent"].values) == ["FR-Fon", "TD-Bod"] * 3
+    for v in a.data_vars:
+        np.testing.assert_array_equal(a[v].values, b[v].values)
+    assert not np.allclose(a["sand"].values[:2], a["sand"].values[2:4])  # copies differ
+    assert (a["sand"] + a["clay"] <= 0.95 + 1e-12).all()
+    assert ((a["cveg"] > 0) & (a["cveg"] < 1)).all()
+    assert (a["lai_max"] > a["lai_min"]).all() and (a["precip_annual"] > 0).all()
+    np.testing.assert_array_equal(a["lat"].values, np.tile(load_sites(["FR-Fon", "TD-Bod"])["lat"].values, 3))
+    assert list(a["veg_type"].values[:2]) == ["deciduous_broadleaf", "desert"]
+    with pytest.raises(ValueError, match="copies"):
+        perturbed_sites(["FR-Fon"], copies=0)

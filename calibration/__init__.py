@@ -1,1 +1,21 @@
-"""Inference: turn observations into parameters or states (Problem, variational, MCMC, history matching...)."""
+"""Inference: turn observations into parameters or states.
+
+- :class:`Observe` - observation operator: model output -> labelled block means
+- :class:`Forward` - control vectors ``(n, d)`` -> observation vectors ``(n, m)`` through
+  a ToyEcLand or an Emulator (torch, differentiable, members vectorised)
+- :class:`Problem` - forward + observations + errors + prior: ``cost`` (J), ``gradient``,
+  ``log_posterior``, ``residuals``
+- :func:`variational` - multi-start L-BFGS-B on J, Gauss-Newton posterior
+- :func:`mcmc` - emcee on exp(-J)
+"""
+
+from .forward import Forward, batched_jacobian
+from .mcmc import MCMCResult, mcmc
+from .observe import Observe
+from .problem import Problem
+from .variational import VariationalResult, gauss_newton, start_design, variational
+
+__all__ = [
+    "Observe", "Forward", "Problem", "variational", "mcmc", "VariationalResult", "MCMCResult",
+    "gauss_newton", "start_design", "batched_jacobian",
+]

@@ -30,7 +30,7 @@ EMULATOR := runs/emulator/emulator.pt
 
 # the default perturbed-parameter ensemble (anemoi dataset), built once
 ensemble: $(STAMP)
-	test -d $(ENSEMBLE) || $(BIN)/ailand ensemble --out $(ENSEMBLE)
+	test -d $(ENSEMBLE) || $(BIN)/ailand ensemble --include-default --out $(ENSEMBLE)
 
 # train the emulator on it (resumes from its checkpoint if interrupted), then score it
 emulator: ensemble

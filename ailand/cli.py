@@ -76,9 +76,6 @@ def cmd_ensemble(args) -> int:
         from .sites import perturbed_sites
 
         exclude = [s for s in (args.synthetic_exclude or "").split(",") if s]
-        unknown = [s for s in exclude if s not in sites["site"].values]
-        if unknown:
-            raise ValueError(f"--synthetic-exclude {unknown} are not among --sites")
         parents = sites.sel(site=[s for s in sites["site"].values if s not in exclude])
         extra = perturbed_sites(parents, args.synthetic_sites, seed=args.seed).drop_vars("parent")
         sites = xr.concat([sites, extra], dim="site")
@@ -274,22 +271,23 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--plot", help="PNG of the main variables per site")
     s.set_defaults(func=cmd_simulate)
     e = sub.add_parser("ensemble", help="perturbed-parameter ensemble of the toy ecLand -> anemoi dataset (zarr)")
-    e.add_argument("--members", type=int, default=32, help="ensemble members")
+    e.add_argument("--members", type=int, default=64, help="ensemble members")
     e.add_argument("--design", default="lhs", choices=["lhs", "sobol", "uniform"], help="parameter design")
     e.add_argument("--seed", type=int, default=0, help="design seed")
     e.add_argument("--include-default", action="store_true", help="member 0 = default parameters")
     e.add_argument("--sites", default="all", help="'all' or comma-separated site names (see data/sites.csv)")
     e.add_argument("--start", default="2020-01-01", help="first day (YYYY-MM-DD)")
-    e.add_argument("--end", default="2022-12-31", help="last day, inclusive (YYYY-MM-DD)")
+    e.add_argument("--end", default="2021-12-31", help="last day, inclusive (YYYY-MM-DD)")
     e.add_argument("--spinup-years", type=int, default=2, help="years of spin-up (first forcing year repeated)")
     e.add_argument("--output-freq", default="6h", help="dataset step, e.g. 6h, 1D")
     e.add_argument("--forcing-seed", type=int, default=0, help="weather generator seed")
     e.add_argument("--dt", type=float, default=3600.0, help="model time step [s]")
-    e.add_argument("--chunk-members", type=int, default=8, help="members per model run (chunk)")
+    e.add_argument("--chunk-members", type=int, default=32, help="members per model run (chunk)")
     e.add_argument("--dask", type=int, default=0, metavar="N", help="run the chunks on a dask LocalCluster of N workers")
-    e.add_argument("--synthetic-sites", type=int, default=0, metavar="N",
+    e.add_argument("--synthetic-sites", type=int, default=3, metavar="N",
                    help="add N jittered copies of every site (named SITE~k) to widen the training climates")
-    e.add_argument("--synthetic-exclude", default="", help="comma-separated sites not to copy (e.g. the emulator's held-out sites)")
+    e.add_argument("--synthetic-exclude", default="BE-Lon,US-Kon",
+                   help="comma-separated sites not to copy (default: the emulator's held-out sites); '' copies all")
     e.add_argument("--out", default="runs/ensemble/default.zarr", help="output anemoi dataset (*.zarr)")
     e.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     e.set_defaults(func=cmd_ensemble)

@@ -51,6 +51,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from .interface import freq_seconds
 from .params import DATA_DIR, ParameterSpace
 
 RECIPE_TEMPLATE = DATA_DIR / "anemoi" / "ensemble.yaml"
@@ -120,7 +121,7 @@ def _check_forcing(model, forcing: xr.Dataset, output_freq) -> tuple[xr.Dataset,
         raise ValueError("forcing needs at least two time steps")
     step = (times[1] - times[0]).total_seconds()
     try:
-        delta = _seconds(output_freq)
+        delta = freq_seconds(output_freq)
     except (ValueError, TypeError) as err:
         raise ValueError(f"output_freq {output_freq!r} is not a frequency such as '6h' or '1D'") from err
     k = delta / step
@@ -135,16 +136,6 @@ def _check_forcing(model, forcing: xr.Dataset, output_freq) -> tuple[xr.Dataset,
     if abs(delta / model.dt - round(delta / model.dt)) > 1e-9:
         raise ValueError(f"output_freq {output_freq!r} must be a whole multiple of the model step dt={model.dt:g} s")
     return forcing, k, delta
-
-
-def _seconds(freq) -> float:
-    """'6h', '1D', a Timedelta or seconds -> seconds."""
-    if isinstance(freq, (int, float)):
-        return float(freq)
-    try:
-        return pd.Timedelta(freq).total_seconds()
-    except ValueError:
-        return pd.Timedelta(pd.tseries.frequencies.to_offset(freq)).total_seconds()
 
 
 def _interval_mean(a: np.ndarray, k: int) -> np.ndarray:
@@ -483,10 +474,7 @@ def run_ensemble(
                 "values": design.values.tolist(),
                 "attrs": {str(a): str(b) for a, b in design.attrs.items()},
             },
-            "parameter_space": {
-                "table": json.loads(space.table.to_json(orient="index")),
-                "constraints": [list(c) for c in space.constraints],
-            },
+            "parameter_space": json.loads(space.to_json()),
             "forcing": {
                 "start": str(times[0]),
                 "end": str(times[-1]),
@@ -653,9 +641,7 @@ def load_ensemble(path: str | os.PathLike) -> EnsembleData:
         for v in attrs.get("state_variables", STATE_VARIABLES)
     }
     d = attrs["design"]
-    pst = attrs["parameter_space"]
-    table = pd.DataFrame.from_dict(pst["table"], orient="index")
-    space = ParameterSpace(table.loc[d["parameters"]], tuple(tuple(c) for c in pst["constraints"]))
+    space = ParameterSpace.from_json(attrs["parameter_space"]).subset(d["parameters"])
     design = space.to_dataarray(np.asarray(d["values"], dtype=float), attrs=d.get("attrs"))
     design = design.assign_coords(member=np.asarray(d["member"]))
     return EnsembleData(

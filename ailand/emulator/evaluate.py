@@ -205,8 +205,13 @@ def drift_check(em, sites=None, years: int = 10, start: str = "2020-01-01", seed
     out_p = phys.run(f, params=params, state0=s0, output_freq=f"{em.dt:g}s", progress=progress)
     out_e = em.run(f, params=params, state0=s0, progress=progress)
     names = ["swvl1", "swvl3", "stl1", "stl4", "sd", "Qle", "Qh"]
+    # label each interval by its start, so that a year holds the steps inside it
+    shift = pd.Timedelta(seconds=em.dt)
+    out_p = out_p.assign_coords(time=out_p["time"] - shift)
+    out_e = out_e.assign_coords(time=out_e["time"] - shift)
     finite = bool(all(np.isfinite(out_e[v].values).all() for v in out_e.data_vars))
     ds = xr.concat([out_p[names].groupby("time.year").mean(), out_e[names].groupby("time.year").mean()], dim="source")
+    ds = ds.drop_vars([c for c in ("lat", "lon") if c in ds.coords or c in ds.data_vars])
     ds = ds.assign_coords(source=["physics", "emulator"])
     for v in names:
         ds[v].attrs = dict(out_p[v].attrs)

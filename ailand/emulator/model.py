@@ -537,6 +537,17 @@ class Emulator(ColumnModel):
         return path
 
     @classmethod
+    def default(cls, device: str | torch.device = "cpu") -> "Emulator":
+        """The pretrained emulator shipped with ailand (``data/emulator/default.pt``, trained
+        by ``make emulator`` on the default ensemble; see the README for its skill)."""
+        from ..params import DATA_DIR
+
+        path = Path(DATA_DIR) / "emulator" / "default.pt"
+        if not path.exists():
+            raise ValueError(f"{path} is missing: run 'make emulator' and copy runs/emulator/emulator.pt there")
+        return cls.load(path, device=device)
+
+    @classmethod
     def load(cls, path, device: str | torch.device = "cpu") -> "Emulator":
         """Rebuild an emulator written by :meth:`save` (bit-for-bit the same weights)."""
         blob = torch.load(Path(path), map_location="cpu", weights_only=True)

@@ -42,7 +42,7 @@ STATE_NAMES = tuple(STATE_META)
 DIAGNOSTIC_NAMES = tuple(column.DIAGNOSTICS)
 
 
-_freq_seconds = freq_seconds
+
 
 
 def split_layers(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -308,7 +308,7 @@ class ToyEcLand(ColumnModel):
         f, st, repeat = self.prepare(forcing, sites)
         p, members = self._params_from(params)
         state, years = self._start_state(f, p, st, state0, spinup_years, progress)
-        step_out = _freq_seconds(output_freq)
+        step_out = freq_seconds(output_freq)
         k = step_out / self.dt
         if abs(k - round(k)) > 1e-9 or round(k) < 1:
             raise ValueError(f"output_freq {output_freq!r} must be a whole multiple of dt={self.dt:g} s")

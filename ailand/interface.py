@@ -34,6 +34,7 @@ class ColumnModel:
     space: ParameterSpace
     dtype: torch.dtype
     device: torch.device
+    dt: float
 
     def tensor(self, x) -> torch.Tensor:
         """Array-like -> tensor of the model's dtype and device (tensors keep their graph)."""
@@ -106,3 +107,16 @@ class ColumnModel:
             raise ValueError(f"state0 lacks {missing}; it needs {list(names)}")
         zeros = torch.zeros(batch_shape, dtype=self.dtype, device=self.device)
         return {k: (named[k] + zeros) if k in named else zeros.clone() for k in names}
+
+    def spinup(self, forcing, params, static, years: int, state0=None, progress=False) -> dict:
+        """Repeat the first year of ``forcing`` (tensors from ``prepare``) ``years`` times
+        without gradient, starting from ``state0``; returns the state. Uses the subclass's
+        ``simulate`` and step ``dt`` [s]."""
+        n_year = min(forcing["Tair"].shape[0], int(round(365 * 86400 / self.dt)))
+        first = {k: v[:n_year] for k, v in forcing.items()}
+        with torch.no_grad():
+            p = {k: v.detach() for k, v in params.items()}
+            state = state0
+            for _ in range(years):
+                _, state = self.simulate(first, p, static, state, outputs=[], progress=progress)
+        return {k: v.detach() for k, v in state.items()}

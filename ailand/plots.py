@@ -20,6 +20,15 @@ MAIN_VARIABLES = [
 ]
 
 
+def finish(fig, path=None):
+    """Tight layout; save to ``path`` (PNG, 110 dpi) and close when given. Returns ``fig``."""
+    fig.tight_layout()
+    if path:
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+    return fig
+
+
 def plot_simulation(ds: xr.Dataset, path=None, variables=MAIN_VARIABLES):
     """Daily means of the main variables, one panel per variable and site (sites as columns)."""
     if "member" in ds.dims:
@@ -46,8 +55,4 @@ def plot_simulation(ds: xr.Dataset, path=None, variables=MAIN_VARIABLES):
         for lab in ax.get_xticklabels():
             lab.set_rotation(45)
     fig.suptitle(f"ToyEcLand daily means ({str(ds.time.values[0])[:10]} to {str(ds.time.values[-1])[:10]})", fontsize=10)
-    fig.tight_layout()
-    if path:
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-    return fig
+    return finish(fig, path)

@@ -333,17 +333,6 @@ class Emulator(ColumnModel):
         final = {k: state[..., i] for i, k in enumerate(STATE_NAMES)}
         return out, final
 
-    def spinup(self, forcing, params, static, years: int, state0=None, progress=False) -> dict:
-        """Repeat the first year of ``forcing`` ``years`` times without gradient; returns the state."""
-        n_year = min(forcing["Tair"].shape[0], int(round(365 * 86400 / self.dt)))
-        first = {k: v[:n_year] for k, v in forcing.items()}
-        with torch.no_grad():
-            p = {k: v.detach() for k, v in params.items()}
-            state = state0
-            for _ in range(years):
-                _, state = self.simulate(first, p, static, state, outputs=[], progress=progress)
-        return {k: v.detach() for k, v in state.items()}
-
     # ---------------------------------------------------------------- xarray API
     def prepare(self, forcing: xr.Dataset, sites: xr.Dataset | None = None):
         """Hourly (or finer) forcing Dataset -> (forcing tensors ``(T, S)`` at the emulator
@@ -441,15 +430,7 @@ class Emulator(ColumnModel):
         """
         f, st, _ = self.prepare(forcing, sites)
         p, members = self._params_checked(params)
-        batch = torch.broadcast_shapes(f["Tair"].shape[1:], *[v.shape for v in p.values()])
-        years = self.spinup_years if spinup_years is None else int(spinup_years)
-        if state0 is None:
-            state = split_layers(cold_start(f["Tair"], p, self.dt))
-            if years > 0:
-                state = self.spinup(f, p, st, years, state, progress=progress)
-        else:
-            state = self._named_state_from(state0, STATE_NAMES, batch)
-            years = 0
+        state, years = self._start_state(f, p, st, state0, spinup_years, progress)
         step_out = freq_seconds(output_freq) if output_freq is not None else self.dt
         k = step_out / self.dt
         if abs(k - round(k)) > 1e-9 or round(k) < 1:
@@ -472,17 +453,20 @@ class Emulator(ColumnModel):
             },
         )
 
+    def _start_state(self, f, p, st, state0, spinup_years, progress):
+        """(named state at the first forcing time, emulator spin-up years used)."""
+        if state0 is not None:
+            batch = torch.broadcast_shapes(f["Tair"].shape[1:], *[v.shape for v in p.values()])
+            return self._named_state_from(state0, STATE_NAMES, batch), 0
+        years = self.spinup_years if spinup_years is None else int(spinup_years)
+        state = split_layers(cold_start(f["Tair"], p, self.dt))
+        return (self.spinup(f, p, st, years, state, progress=progress) if years > 0 else state), years
+
     def initial_conditions(self, forcing, params=None, state0=None, sites=None, spinup_years=None, progress=False) -> xr.Dataset:
         """The (emulator-spun-up) state :meth:`run` starts from, as in :meth:`ToyEcLand.initial_conditions`."""
         f, st, _ = self.prepare(forcing, sites)
         p, members = self._params_checked(params)
-        batch = torch.broadcast_shapes(f["Tair"].shape[1:], *[v.shape for v in p.values()])
-        years = self.spinup_years if spinup_years is None else int(spinup_years)
-        if state0 is None:
-            state = split_layers(cold_start(f["Tair"], p, self.dt))
-            state = self.spinup(f, p, st, years, state, progress=progress) if years > 0 else state
-        else:
-            state = self._named_state_from(state0, STATE_NAMES, batch)
+        state, _ = self._start_state(f, p, st, state0, spinup_years, progress)
         t0 = pd.Timestamp(forcing["time"].values[0])
         ds = labelled_output({k: state[k][None] for k in STATE_NAMES}, forcing, pd.DatetimeIndex([t0]), members, {"model": "ailand.Emulator"})
         return ds.isel(time=0)

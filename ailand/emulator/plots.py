@@ -9,6 +9,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import xarray as xr  # noqa: E402
 
+from ..plots import finish  # noqa: E402
+
 
 def plot_rollout(cmp: xr.Dataset, path=None):
     """Physics vs emulator daily means (from :func:`~ailand.emulator.evaluate.compare_rollout`):
@@ -30,11 +32,7 @@ def plot_rollout(cmp: xr.Dataset, path=None):
                 lab.set_rotation(45)
     axes[0, 0].legend(fontsize=7, loc="best")
     fig.suptitle(f"free emulator rollout vs physics (member {cmp.attrs.get('member', '?')}, daily means)", fontsize=10)
-    fig.tight_layout()
-    if path:
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-    return fig
+    return finish(fig, path)
 
 
 def plot_error_growth(scores: xr.Dataset, path=None, variables=("swvl1", "stl1", "snowc", "Qle")):
@@ -51,11 +49,7 @@ def plot_error_growth(scores: xr.Dataset, path=None, variables=("swvl1", "stl1",
         ax.tick_params(labelsize=7)
     axes[0, 0].set_ylabel("RMSE (daily means)", fontsize=8)
     axes[0, 0].legend(fontsize=7)
-    fig.tight_layout()
-    if path:
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-    return fig
+    return finish(fig, path)
 
 
 def plot_history(history: xr.Dataset, path=None):
@@ -68,8 +62,4 @@ def plot_history(history: xr.Dataset, path=None):
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss (normalised MSE)")
     ax.legend(fontsize=6)
-    fig.tight_layout()
-    if path:
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-    return fig
+    return finish(fig, path)

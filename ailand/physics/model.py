@@ -232,17 +232,6 @@ class ToyEcLand(ColumnModel):
         out = {k: torch.stack(v) for k, v in rec.items()}
         return out, state
 
-    def spinup(self, forcing, params, static, years: int, state0=None, progress=False) -> dict:
-        """Repeat the first year of ``forcing`` ``years`` times without gradient; returns the state."""
-        n_year = min(forcing["Tair"].shape[0], int(round(365 * 86400 / self.dt)))
-        first = {k: v[:n_year] for k, v in forcing.items()}
-        with torch.no_grad():
-            p = {k: v.detach() for k, v in params.items()}
-            state = state0
-            for _ in range(years):
-                _, state = self.simulate(first, p, static, state, outputs=[], progress=progress)
-        return {k: v.detach() for k, v in state.items()}
-
     # =============================================================== xarray API
     def prepare(self, forcing: xr.Dataset, sites: xr.Dataset | None = None):
         """Validated forcing Dataset -> (forcing tensors ``(T, S)``, static tensors ``(S,)``, steps per row).

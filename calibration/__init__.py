@@ -7,15 +7,17 @@
   ``log_posterior``, ``residuals``
 - :func:`variational` - multi-start L-BFGS-B on J, Gauss-Newton posterior
 - :func:`mcmc` - emcee on exp(-J)
+- :class:`TwinExperiment` - synthetic observations from a known truth, calibration, report
 """
 
 from .forward import Forward, batched_jacobian
 from .mcmc import MCMCResult, mcmc
 from .observe import Observe
 from .problem import Problem
+from .twin import TwinExperiment, TwinResult
 from .variational import VariationalResult, gauss_newton, start_design, variational
 
 __all__ = [
     "Observe", "Forward", "Problem", "variational", "mcmc", "VariationalResult", "MCMCResult",
-    "gauss_newton", "start_design", "batched_jacobian",
+    "gauss_newton", "start_design", "batched_jacobian", "TwinExperiment", "TwinResult",
 ]

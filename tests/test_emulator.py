@@ -11,7 +11,6 @@ import torch
 
 import ailand
 from ailand.emulator import Emulator, train_emulator
-from ailand.emulator.evaluate import evaluate
 from ailand.physics.model import STATE_NAMES
 
 SITES = ["FR-Fon", "FI-Hyy", "BE-Lon"]
@@ -31,15 +30,38 @@ def typical_rows(em, n, seed=0):
 
 
 @pytest.fixture(scope="module")
-def ensemble(tmp_path_factory):
-    """8 members x 3 sites x 120 days at 6 h, written and read back as an anemoi dataset."""
+def ensemble_path(tmp_path_factory):
+    """8 members x 3 sites x 120 days at 6 h, written as an anemoi dataset."""
     warnings.simplefilter("ignore", DeprecationWarning)
     path = tmp_path_factory.mktemp("ens") / "tiny.zarr"
     forcing = ailand.synthetic_forcing(SITES, "2020-01-01", "2020-04-29", seed=0)
     model = ailand.ToyEcLand(compile=False)
     design = model.space.sample(8, seed=0)
     ailand.run_ensemble(model, forcing, design, path, spinup_years=1, chunk_members=8, progress=False)
-    return ailand.load_ensemble(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def ensemble(ensemble_path):
+    return ailand.load_ensemble(ensemble_path)
+
+
+def test_cli_train_and_evaluate(ensemble_path, tmp_path, capsys):
+    from ailand.cli import main
+
+    out = tmp_path / "em.pt"
+    argv = ["train", "--data", str(ensemble_path), "--out", str(out), "--width", "16", "--depth", "1", "--epochs", "2",
+            "--steps-per-epoch", "3", "--batch-size", "64", "--rollout-steps", "2", "--rollout-batch", "8", "--val-sites", "BE-Lon"]
+    assert main(argv) == 0
+    assert out.exists() and out.with_suffix(".history.nc").exists() and out.with_suffix(".history.png").exists()
+    assert "held-out sites ['BE-Lon']" in capsys.readouterr().out
+    assert Emulator.load(out).meta["training"]["epochs_run"] == 2
+    ev = tmp_path / "evaluation"
+    assert main(["evaluate", "--emulator", str(out), "--data", str(ensemble_path), "--out", str(ev)]) == 0
+    for name in ("scores.nc", "error_growth.png", "rollout_held_out_sites.png", "rollout_held_out_member.png"):
+        assert (ev / name).exists(), name
+    assert "ACC, rollout" in capsys.readouterr().out
+    assert main(["train", "--data", str(ensemble_path), "--out", str(out), "--val-sites", "XX-Nope"]) == 2
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +76,8 @@ def test_beats_persistence_on_held_out_members(trained, ensemble):
     em, hist = trained
     assert hist.sizes["epoch"] == SMALL["epochs"]
     assert hist["val_loss"].values[-1] < hist["val_loss"].values[0]
-    sc = evaluate(em, ensemble, sets=["held_out_members"])
+    sc = em.evaluate(ensemble, sets=["held_out_members"])
+    assert sc["acc"].dims == ("set", "mode", "variable") and "rollout_rmse" in sc
     for v in ("swvl1", "stl1", "skt", "sd"):
         r = sc["rmse"].sel(set="held_out_members", variable=v)
         assert float(r.sel(mode="one_step")) < float(r.sel(mode="persistence")), v

@@ -567,6 +567,13 @@ class Emulator(ColumnModel):
         return to_onnx(self, path, opset=opset)
 
     # ----------------------------------------------------------- training etc.
+    def evaluate(self, data, **kwargs) -> xr.Dataset:
+        """Scores against the physics on held-out members and sites (RMSE, bias, ACC, error
+        growth); see :func:`ailand.emulator.evaluate.evaluate` for the options."""
+        from .evaluate import evaluate
+
+        return evaluate(self, data, **kwargs)
+
     def fit(self, data, **kwargs):
         """Train on an ensemble (see :func:`ailand.emulator.train.fit` for the options)."""
         from .train import fit

@@ -1,0 +1,224 @@
+"""``ailand twin``: a twin experiment from the command line, as a plugin of the ``ailand`` CLI.
+
+``ailand`` never imports this package; it finds :func:`register` through the entry point
+``twin = "calibration.cli:register"`` (group ``ailand.cli`` in pyproject.toml). Importing
+this module is cheap: torch, xarray and matplotlib load only when the command runs.
+
+The command chains the public API::
+
+    forcing = synthetic_forcing(sites, start, end)
+    twin    = TwinExperiment(ToyEcLand(float64, dt), forcing, space.subset(params), truth,
+                             Observe(observe, freq), noise, seed,
+                             forward_model = physics | Emulator.default() | Emulator.load(path))
+    res     = twin.run(methods, n_starts, mcmc_steps)
+    res.report(out)                     # report.md, twin.nc, twin.png
+
+The truth defaults to a seeded draw inside the middle half of each parameter's range (in
+the unit cube, so log-scale parameters are drawn log-uniformly) that satisfies the model's
+constraints with the other parameters at their defaults.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+FORWARDS = ("physics", "emulator")
+METHODS = ("variational", "mcmc")
+
+
+def register(subparsers) -> None:
+    """Add ``twin`` to the ``ailand`` subcommands (entry point group ``ailand.cli``)."""
+    s = subparsers.add_parser(
+        "twin",
+        help="twin experiment: calibrate parameters against synthetic observations from a known truth",
+        description=(
+            "Run the toy ecLand at 'true' parameters, add Gaussian noise (--noise x each (variable, site) "
+            "series' std) to block means of the observed variables, calibrate the chosen parameters with "
+            "the physics or the emulator as forward model, and compare the posterior with the truth. "
+            "Prints the table and writes report.md, twin.nc and twin.png to --out."
+        ),
+    )
+    s.add_argument("--sites", default="FR-Fon", help="comma-separated site names; default FR-Fon")
+    s.add_argument("--start", default="2020-06-01", help="first day (YYYY-MM-DD); default 2020-06-01")
+    s.add_argument("--end", default="2020-06-30", help="last day, inclusive (YYYY-MM-DD); default 2020-06-30")
+    s.add_argument("--params", default="RSMIN,ALB_VEG",
+                   help="comma-separated parameters to calibrate (the rest keep defaults); default RSMIN,ALB_VEG")
+    s.add_argument("--truth", default=None,
+                   help="true values, e.g. RSMIN=180,ALB_VEG=0.26; parameters not given are drawn (seeded) "
+                        "inside the middle half of their range")
+    s.add_argument("--observe", default="Qle,Qh", help="comma-separated observed variables; default Qle,Qh")
+    s.add_argument("--freq", default="1D", help="observation averaging block (pandas frequency); default 1D")
+    s.add_argument("--noise", type=float, default=0.1,
+                   help="noise std as a fraction of each (variable, site) series' std; default 0.1")
+    s.add_argument("--methods", default="variational",
+                   help="comma-separated subset of variational,mcmc (mcmc starts from the variational optimum "
+                        "when both run); default variational")
+    s.add_argument("--n-starts", type=int, default=4, help="variational starts; default 4")
+    s.add_argument("--mcmc-steps", type=int, default=1000, help="MCMC steps per walker; default 1000")
+    s.add_argument("--mcmc-walkers", type=int, default=None, help="MCMC walkers (default: the sampler's)")
+    s.add_argument("--forward", choices=FORWARDS, default="physics",
+                   help="inference model: physics (identical twin, default) or emulator (fraternal twin)")
+    s.add_argument("--emulator", default=None,
+                   help="emulator file for --forward emulator (default: the shipped Emulator.default())")
+    s.add_argument("--spinup-years", type=int, default=1,
+                   help="spin-up years of the shared start state (physics, default parameters); default 1")
+    s.add_argument("--dt", type=float, default=3600.0,
+                   help="physics time step [s]; the synthetic forcing uses it as its step when >= 1 h; default 3600")
+    s.add_argument("--seed", type=int, default=0, help="seed of the truth draw, the noise and the methods; default 0")
+    s.add_argument("--weather-seed", type=int, default=0, help="seed of the synthetic weather; default 0")
+    s.add_argument("--progress", action="store_true", help="MCMC progress bar")
+    s.add_argument("--out", default="runs/twin", help="output directory; default runs/twin")
+    s.set_defaults(func=cmd_twin)
+
+
+def _split(text) -> list[str]:
+    return [t.strip() for t in str(text).split(",") if t.strip()]
+
+
+def check_params(space, text) -> list[str]:
+    """``--params`` -> names, validated against ``space``."""
+    names = _split(text)
+    if not names:
+        raise ValueError("--params is empty; give comma-separated parameters, e.g. RSMIN,ALB_VEG")
+    bad = [n for n in names if n not in space.names]
+    if bad:
+        raise ValueError(f"--params: unknown parameter(s) {', '.join(repr(b) for b in bad)}; "
+                         f"the toy ecLand has {', '.join(space.names)}")
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ValueError(f"--params: {dup} given more than once")
+    return names
+
+
+def parse_truth(text, names) -> dict[str, float]:
+    """``"RSMIN=180,ALB_VEG=0.26"`` -> ``{name: value}`` (only calibrated parameters)."""
+    out = {}
+    for item in _split(text or ""):
+        key, eq, val = item.partition("=")
+        key = key.strip()
+        if not eq or not key:
+            raise ValueError(f"--truth: expected NAME=value items, e.g. RSMIN=180,ALB_VEG=0.26; got {item!r}")
+        if key not in names:
+            raise ValueError(f"--truth: {key!r} is not a calibrated parameter (--params {','.join(names)})")
+        try:
+            out[key] = float(val)
+        except ValueError:
+            raise ValueError(f"--truth: {key}={val!r} is not a number") from None
+    return out
+
+
+def draw_truth(full_space, names, given=None, seed=0, tries=1000) -> dict[str, float]:
+    """Seeded truth: ``given`` values, the others uniform in the middle half ``[0.25, 0.75]``
+    of the unit cube (log-uniform for log parameters), redrawn until the full space's
+    constraints hold with the remaining parameters at their defaults."""
+    import numpy as np
+
+    given = dict(given or {})
+    full_space.check(given, what="--truth")  # given values: bounds and constraints, with a clear message
+    space = full_space.subset(names)
+    rng = np.random.default_rng(seed)
+    for _ in range(tries):
+        x = np.asarray(space.from_unit(rng.uniform(0.25, 0.75, len(names))), dtype=float)
+        truth = {n: given.get(n, float(v)) for n, v in zip(names, x)}
+        full = {**full_space.defaults, **truth}
+        if full_space.feasible(np.array([[full[n] for n in full_space.names]]))[0]:
+            return truth
+    full_space.check(truth, what="truth")  # raises with the reason
+    return truth
+
+
+def check_variables(text, produced) -> list[str]:
+    names = _split(text)
+    if not names:
+        raise ValueError("--observe is empty; give comma-separated variables, e.g. Qle,Qh")
+    bad = [n for n in names if n not in produced]
+    if bad:
+        raise ValueError(f"--observe: unknown variable(s) {', '.join(repr(b) for b in bad)}; "
+                         f"the model outputs {', '.join(produced)}")
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ValueError(f"--observe: {dup} given more than once")
+    return names
+
+
+def _check_args(args) -> list[str]:
+    methods = _split(args.methods)
+    bad = [m for m in methods if m not in METHODS]
+    if bad or not methods:
+        raise ValueError(f"--methods: expected a comma-separated subset of {','.join(METHODS)}, got {args.methods!r}")
+    if args.n_starts < 1:
+        raise ValueError(f"--n-starts must be >= 1, got {args.n_starts}")
+    if args.mcmc_steps < 1:
+        raise ValueError(f"--mcmc-steps must be >= 1, got {args.mcmc_steps}")
+    if args.spinup_years < 0:
+        raise ValueError(f"--spinup-years must be >= 0, got {args.spinup_years}")
+    if not args.dt > 0:
+        raise ValueError(f"--dt must be > 0 seconds, got {args.dt}")
+    if not (args.noise > 0):
+        raise ValueError(f"--noise must be a positive fraction of each series' std (e.g. 0.1), got {args.noise}")
+    if args.emulator is not None and args.forward != "emulator":
+        raise ValueError("--emulator is only used with --forward emulator")
+    return methods
+
+
+def forcing_freq(dt: float) -> str:
+    """The synthetic forcing step for a physics step ``dt``: ``dt`` itself for whole hours, else 1 h."""
+    return f"{dt / 3600:g}h" if dt >= 3600 and dt % 3600 == 0 else "1h"
+
+
+def cmd_twin(args) -> int:
+    import ailand
+    from ailand.physics.model import VARIABLES
+
+    # cheap validation first: a typo fails before anything slow
+    methods = _check_args(args)
+    full = ailand.ParameterSpace.default()
+    names = check_params(full, args.params)
+    given = parse_truth(args.truth, names)
+    variables = check_variables(args.observe, VARIABLES)
+
+    t_start = time.perf_counter()
+    import torch
+
+    from . import Observe, TwinExperiment
+
+    truth = draw_truth(full, names, given, seed=args.seed)
+    model = ailand.ToyEcLand(dtype=torch.float64, compile=False, dt=args.dt)
+    forward_model = None
+    if args.forward == "emulator":
+        from ailand.emulator import Emulator
+
+        forward_model = Emulator.default() if args.emulator is None else Emulator.load(args.emulator)
+        check_variables(",".join(variables), list(forward_model.output_names))
+    forcing = ailand.synthetic_forcing(_split(args.sites), args.start, args.end, freq=forcing_freq(args.dt),
+                                       seed=args.weather_seed)
+    space = model.space.subset(names)
+    print(f"ailand twin: {', '.join(names)} from {args.freq} {', '.join(variables)} at "
+          f"{', '.join(str(s) for s in forcing['site'].values)}, {args.start} .. {args.end} "
+          f"(noise {args.noise:g}, {args.spinup_years} spin-up year(s)); inference model {args.forward}; "
+          f"truth {', '.join(f'{k}={v:.4g}' for k, v in truth.items())}")
+    twin = TwinExperiment(model, forcing, space, truth, Observe(variables, freq=args.freq), noise=args.noise,
+                          seed=args.seed, forward_model=forward_model, spinup_years=args.spinup_years)
+    res = twin.run(methods=methods, n_starts=args.n_starts, mcmc_steps=args.mcmc_steps,
+                   mcmc_walkers=args.mcmc_walkers, progress=args.progress)
+    res.attrs.update({
+        "command": "ailand " + " ".join(sys.argv[1:]) if sys.argv and "ailand" in Path(sys.argv[0]).name else "",
+        "sites": ",".join(str(s) for s in forcing["site"].values),
+        "period": f"{args.start}..{args.end}",
+        "spinup_years": int(args.spinup_years),
+        "physics_dt_seconds": float(args.dt),
+        "weather_seed": int(args.weather_seed),
+        "inference": args.forward if args.emulator is None else f"emulator {args.emulator}",
+    })
+    out = res.report(args.out)
+
+    print()
+    print(res.table())
+    print()
+    for k, m in enumerate(res.methods):
+        print(f"{m}: obs RMSE {res.rmse_before:.4g} -> {res.rmse_after[k]:.4g} (noise std RMS {res.noise_rms:.4g}), "
+              f"{int(res.n_forward_runs[k])} forward runs, {res.wall_time[k]:.1f} s")
+    print(f"wrote {out}/{{report.md, twin.nc, twin.png}}; total {time.perf_counter() - t_start:.1f} s")
+    return 0

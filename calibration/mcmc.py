@@ -12,15 +12,16 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import emcee
 import numpy as np
 import xarray as xr
 
+from .result import SavesNetCDF
+
 
 @dataclass
-class MCMCResult:
+class MCMCResult(SavesNetCDF):
     """Output of :func:`mcmc`.
 
     samples ``(N, d)`` physical, after burn-in and thinning; log_prob ``(N,)``; chain
@@ -85,12 +86,6 @@ class MCMCResult:
             },
         )
         return ds
-
-    def to_netcdf(self, path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.to_xarray().to_netcdf(path)
-        return path
 
     def plot(self, path=None, max_points: int = 2000):
         """Corner plot: histograms on the diagonal, pairwise scatter below it (physical

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import scipy.optimize
@@ -22,9 +21,11 @@ import scipy.stats
 import torch
 import xarray as xr
 
+from .result import SavesNetCDF
+
 
 @dataclass
-class VariationalResult:
+class VariationalResult(SavesNetCDF):
     """Output of :func:`variational`. Physical units unless named ``*_control``.
 
     x : best optimum ``(d,)``; J : its cost. starts, optima ``(n_starts, d)``, J_optima
@@ -109,12 +110,6 @@ class VariationalResult:
                 v = self.labels.get_level_values(lev)
                 ds = ds.assign_coords({f"obs_{lev}": ("obs", v.to_numpy() if lev == "time" else v.astype(str).to_numpy())})
         return ds
-
-    def to_netcdf(self, path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.to_xarray().to_netcdf(path)
-        return path
 
     def plot(self, path=None):
         """Prior vs posterior (mode +- 2 sd) per parameter in the standardised control

@@ -146,6 +146,15 @@ def evaluate(model: Callable, design, batch_size: int | None = None, progress: b
 
 
 # ---------------------------------------------------------------- ailand models
+def _time_variables(ds: xr.Dataset, variables) -> xr.Dataset:
+    """``variables`` of ``ds`` (default: every variable with a time dim); unknown names -> ValueError."""
+    names = list(variables) if variables is not None else [v for v in ds.data_vars if "time" in ds[v].dims]
+    missing = [v for v in names if v not in ds]
+    if missing:
+        raise ValueError(f"model output lacks variables {missing}; it has {list(ds.data_vars)}")
+    return ds[names]
+
+
 def monthly_means(variables: Sequence[str] | str | None = None) -> Callable[[xr.Dataset], xr.DataArray]:
     """A reduction for :func:`model_outputs`: monthly means of ``variables``.
 
@@ -158,11 +167,7 @@ def monthly_means(variables: Sequence[str] | str | None = None) -> Callable[[xr.
         variables = [variables]
 
     def reduce(ds: xr.Dataset) -> xr.DataArray:
-        names = list(variables) if variables is not None else [v for v in ds.data_vars if "time" in ds[v].dims]
-        missing = [v for v in names if v not in ds]
-        if missing:
-            raise ValueError(f"model output lacks variables {missing}; it has {list(ds.data_vars)}")
-        sub = ds[names]
+        sub = _time_variables(ds, variables)
         means = sub.groupby("time.month").mean("time", keep_attrs=True)
         return _dataset_to_dataarray(means)
 
@@ -176,11 +181,7 @@ def time_means(variables: Sequence[str] | str | None = None) -> Callable[[xr.Dat
         variables = [variables]
 
     def reduce(ds: xr.Dataset) -> xr.DataArray:
-        names = list(variables) if variables is not None else [v for v in ds.data_vars if "time" in ds[v].dims]
-        missing = [v for v in names if v not in ds]
-        if missing:
-            raise ValueError(f"model output lacks variables {missing}; it has {list(ds.data_vars)}")
-        return _dataset_to_dataarray(ds[names].mean("time", keep_attrs=True))
+        return _dataset_to_dataarray(_time_variables(ds, variables).mean("time", keep_attrs=True))
 
     reduce.__name__ = f"time_means({', '.join(variables) if variables else 'all'})"
     return reduce

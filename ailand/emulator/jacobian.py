@@ -190,19 +190,17 @@ def step_jacobian(em, x, method: str = "jacrev", chunk_size: int | None = 1024) 
     return da
 
 
-def _instant_states(em, forcing, params, state0, site_fields, spinup_years) -> xr.Dataset:
-    """States at the start of every emulator step ``(time, site)``, from an emulator run."""
-    if state0 is None:
-        state0 = em.initial_conditions(forcing, params, sites=site_fields, spinup_years=spinup_years)
-    run = em.run(forcing, params, state0=state0, sites=site_fields, outputs=list(STATE_NAMES))
-    first = xr.Dataset({k: state0[k] for k in STATE_NAMES if k in state0})
-    if "wsn" not in first:
-        first["wsn"] = xr.zeros_like(first[STATE_NAMES[0]])
-    first = first.drop_vars([c for c in first.coords if c not in ("site",)], errors="ignore")
-    first = first.expand_dims(time=[pd.Timestamp(forcing["time"].values[0])]).transpose("time", "site")
-    later = run[list(STATE_NAMES)].isel(time=slice(0, -1))
-    later = later.drop_vars([c for c in later.coords if c not in ("site", "time")], errors="ignore")
-    return xr.concat([first, later], dim="time")
+def _instant_states(em, f, st, p, state0, spinup_years, starts, site_names) -> xr.Dataset:
+    """States at the start of every emulator step ``(time, site)``, from an emulator rollout
+    on the already prepared tensors ``f``, ``st`` and parameters ``p``."""
+    state, _ = em._start_state(f, p, st, state0, spinup_years, False)
+    with torch.no_grad():
+        out, _ = em.simulate(f, p, st, state, outputs=list(STATE_NAMES))
+    data = {
+        k: (("time", "site"), torch.cat([state[k][None], out[k][:-1]]).detach().cpu().numpy())
+        for k in STATE_NAMES
+    }
+    return xr.Dataset(data, coords={"time": starts, "site": site_names})
 
 
 def step_inputs(
@@ -265,7 +263,7 @@ def step_inputs(
                 f"time(s) {bad} lie outside the forcing's emulator steps {starts[0]} .. {starts[-1] + pd.Timedelta(seconds=em.dt)}"
             )
     if states is None:
-        states = _instant_states(em, forcing, params, state0, site_fields, spinup_years)
+        states = _instant_states(em, f, st, p, state0, spinup_years, starts, forcing["site"].values)
     else:
         states = _select_sites(states, sites)
     missing = [k for k in STATE_NAMES if k != "wsn" and k not in states]

@@ -9,7 +9,6 @@ differentiable with respect to parameters and initial state.
 from __future__ import annotations
 
 import json
-import math
 import warnings
 from pathlib import Path
 from typing import Mapping

@@ -23,7 +23,7 @@ import torch
 import xarray as xr
 
 from ..physics.model import STATE_NAMES
-from .features import CLIM_NAMES, FORCING_NAMES, TIME_NAMES, time_features
+from .features import CLIM_NAMES, FORCING_NAMES, time_features
 
 DEFAULT_VAL_SITES = ("BE-Lon", "US-Kon")
 

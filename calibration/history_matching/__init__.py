@@ -1,0 +1,7 @@
+"""History matching in waves with Gaussian-process emulators.
+
+- ``gp.py``              batched gpytorch exact GPs for many outputs (optional PCA basis), diagnostics
+- ``implausibility.py``  I(x) = |E[f(x)] - z| / sqrt(Var_em(x) + var_obs + var_mod), max / nth-max / tolerance
+- ``nroy.py``            samplers of the not-ruled-out-yet space, maximin thinning
+- ``waves.py``           :class:`HistoryMatching`: persisted, resumable waves
+"""

@@ -8,9 +8,11 @@
 - :func:`variational` - multi-start L-BFGS-B on J, Gauss-Newton posterior
 - :func:`mcmc` - emcee on exp(-J)
 - :class:`TwinExperiment` - synthetic observations from a known truth, calibration, report
+- :class:`HistoryMatching` - history matching in persisted, resumable waves with GP emulators
 """
 
 from .forward import Forward, batched_jacobian
+from .history_matching.waves import HistoryMatching
 from .mcmc import MCMCResult, mcmc
 from .observe import Observe
 from .problem import Problem
@@ -19,5 +21,5 @@ from .variational import VariationalResult, gauss_newton, start_design, variatio
 
 __all__ = [
     "Observe", "Forward", "Problem", "variational", "mcmc", "VariationalResult", "MCMCResult",
-    "gauss_newton", "start_design", "batched_jacobian", "TwinExperiment", "TwinResult",
+    "gauss_newton", "start_design", "batched_jacobian", "TwinExperiment", "TwinResult", "HistoryMatching",
 ]

@@ -5,3 +5,7 @@
 - ``nroy.py``            samplers of the not-ruled-out-yet space, maximin thinning
 - ``waves.py``           :class:`HistoryMatching`: persisted, resumable waves
 """
+
+from .implausibility import Implausibility, effective_nth, implausibility, is_nroy, n_exceeding, nth_max
+from .nroy import NROYDesign, cloud, cutoff_ladder, maximin_lhs, maximin_thin, rejection, sample_nroy, slice_sample
+from .waves import HistoryMatching

@@ -224,3 +224,43 @@ def test_plots_write_files(tmp_path):
     hm.plot_pairs(tmp_path / "pairs.png", truth=[0.6, 0.3])
     hm.plot_waves(tmp_path / "waves.png", truth=[0.6, 0.3])
     assert (tmp_path / "pairs.png").stat().st_size > 10000 and (tmp_path / "waves.png").stat().st_size > 10000
+
+
+# --------------------------------------------------------------------- CLI
+TINY = ["--sites", "FR-Fon", "--start", "2020-06-01", "--end", "2020-06-10", "--dt", "10800", "--spinup-years", "0",
+        "--freq", "5D", "--params", "RSMIN,ALB_VEG", "--truth", "RSMIN=180,ALB_VEG=0.2", "--runs-per-wave", "10",
+        "--mc-samples", "1000", "--gp-iter", "60"]
+
+
+def test_waves_cli_tiny_physics_and_resume(tmp_path, capsys):
+    from ailand import cli
+
+    out = tmp_path / "waves"
+    assert cli.main(["waves", *TINY, "--waves", "2", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "NROY fraction" in printed and "truth is NROY after 2 wave(s)" in printed, printed
+    for f in ("waves.nc", "nroy_pairs.png", "waves.png", "history_matching.json", "wave_02/gp.pt"):
+        assert (out / f).stat().st_size > 0, f
+    ds = xr.open_dataset(out / "waves.nc")
+    assert ds.sizes["wave"] == 2 and list(ds["parameter"].values) == ["RSMIN", "ALB_VEG"]
+    assert ds["design"].sizes["sample"] == 10 and "Qle|FR-Fon|2020-06-01" in ds["output_label"].values
+    ds.close()
+    # rerunning the same command reopens the saved waves and runs nothing new
+    assert cli.main(["waves", *TINY, "--waves", "2", "--out", str(out)]) == 0
+    assert "resuming" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--cutoff", "0"], ["--cutoff must be > 0"]),
+    (["--waves", "0"], ["--waves must be >= 1"]),
+    (["--params", "RSMIN,NOPE"], ["--params", "'NOPE'"]),
+])
+def test_waves_cli_bad_input_exits_2(tmp_path, capsys, argv, words):
+    from ailand import cli
+
+    rc = cli.main(["waves", *TINY, *argv, "--out", str(tmp_path / "x")])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ailand waves: error:"), err
+    assert all(w in err for w in words), err
+    assert not (tmp_path / "x").exists()

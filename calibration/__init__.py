@@ -7,10 +7,12 @@
   ``log_posterior``, ``residuals``
 - :func:`variational` - multi-start L-BFGS-B on J, Gauss-Newton posterior
 - :func:`mcmc` - emcee on exp(-J)
+- :func:`model_error` - an emulator's error against the physics, added to R in fraternal twins
 - :class:`TwinExperiment` - synthetic observations from a known truth, calibration, report
 - :class:`HistoryMatching` - history matching in persisted, resumable waves with GP emulators
 """
 
+from .discrepancy import ModelError, local_draws, model_error
 from .forward import Forward, batched_jacobian
 from .history_matching.waves import HistoryMatching
 from .mcmc import MCMCResult, mcmc
@@ -21,5 +23,6 @@ from .variational import VariationalResult, gauss_newton, start_design, variatio
 
 __all__ = [
     "Observe", "Forward", "Problem", "variational", "mcmc", "VariationalResult", "MCMCResult",
-    "gauss_newton", "start_design", "batched_jacobian", "TwinExperiment", "TwinResult", "HistoryMatching",
+    "gauss_newton", "start_design", "batched_jacobian", "TwinExperiment", "TwinResult",
+    "model_error", "ModelError", "local_draws", "HistoryMatching",
 ]

@@ -30,11 +30,12 @@ import xarray as xr
 
 from ailand import ParameterSpace
 
+from .discrepancy import ModelError, local_draws, model_error
 from .forward import Forward
 from .mcmc import mcmc
 from .observe import Observe
 from .problem import Problem
-from .variational import variational
+from .variational import start_design, variational
 
 METHODS = ("variational", "mcmc")
 
@@ -73,6 +74,8 @@ class TwinResult:
     log: np.ndarray | None = None  # (d,) bool: log-scale parameters (plotted as exp(ln x +- 2 sd/x))
     results: dict = field(default_factory=dict)
     attrs: dict = field(default_factory=dict)
+    model_error: pd.DataFrame | None = None  # per variable: the inference model's error near the posterior
+    rmse_after_truth_model: np.ndarray | None = None  # (k,) fraternal twins: the truth model's obs RMSE at each posterior mean
 
     @property
     def inside_2sigma(self) -> np.ndarray:
@@ -91,6 +94,9 @@ class TwinResult:
                 "inside_2sigma": (MP, self.inside_2sigma.astype(np.int8),
                                   {"long_name": "|posterior_mean - truth| <= 2 posterior_std", "units": "1"}),
                 "obs_rmse_after": (("method",), self.rmse_after, {"long_name": "observation RMSE of the posterior mean"}),
+                **({} if self.rmse_after_truth_model is None else {"obs_rmse_after_truth_model": (
+                    ("method",), self.rmse_after_truth_model,
+                    {"long_name": "observation RMSE of the truth model at the posterior mean"})}),
                 "n_forward_runs": (("method",), self.n_forward_runs.astype(np.int64), {"long_name": "forward model runs"}),
                 "wall_time": (("method",), self.wall_time, {"long_name": "wall time", "units": "s"}),
             },
@@ -145,6 +151,19 @@ class TwinResult:
         for k, m in enumerate(self.methods):
             lines.append(f"| {m} | {self.rmse_before:.4g} | {self.rmse_after[k]:.4g} | {self.noise_rms:.4g} | "
                          f"{int(self.n_forward_runs[k])} | {self.wall_time[k]:.1f} |")
+        if self.rmse_after_truth_model is not None:
+            lines += ["", f"Check with the truth model ({self.attrs.get('truth_model', '')}): observation RMSE at the "
+                      "posterior mean " + ", ".join(f"{m} {v:.4g}" for m, v in zip(self.methods, self.rmse_after_truth_model))
+                      + f" (noise std RMS {self.noise_rms:.4g}; the inference model's RMSE above includes its own error)."]
+        if self.model_error is not None:
+            a = self.attrs
+            lines += ["", "## Inference-model error in R", "",
+                      f"{a.get('model_error', '')}; cost {a.get('model_error_truth_model_runs', '')} truth-model runs and "
+                      f"{a.get('model_error_inference_runs', '')} inference-model runs, "
+                      f"{a.get('model_error_wall_time_s', float('nan')):.1f} s. Near the posterior, per variable:", "",
+                      "| variable | mean abs bias | RMS std | RMS difference |", "|---|---|---|---|"]
+            for v, row in self.model_error.iterrows():
+                lines.append(f"| {v} | {row['mean_abs_bias']:.3g} | {row['rms_std']:.3g} | {row['rms_difference']:.3g} |")
         lines += ["", "![prior, posterior and truth](twin.png)", ""]
         (d / "report.md").write_text("\n".join(lines))
         return d
@@ -197,6 +216,13 @@ class TwinExperiment:
     forward_model : the inference model (default ``model``; or an Emulator).
     state0 : shared start state; default ``model.initial_conditions(forcing,
         spinup_years=spinup_years)`` at the default parameters.
+    model_error : add the inference model's error against ``model`` to the observation
+        error (see :mod:`calibration.discrepancy`); default: only when ``forward_model`` is
+        not ``model`` (a fraternal twin). Done in two passes by :meth:`estimate_model_error`
+        (first called by :meth:`run`): ``S`` from ``model_error_draws`` prior draws, a
+        variational posterior with ``R = diag(obs_std^2) + S``, then ``S`` again from draws
+        around that posterior; the Problem of the methods uses the second ``R``.
+    model_error_draws : parameter sets per pass (each costs one run of both models).
 
     Attributes: ``forcing``, ``state0``, ``y`` ``(m,)`` observations, ``y_truth`` ``(m,)`` noise-free, ``obs_std``
     ``(m,)``, ``labels`` (variable, site, time), ``truth_vector`` ``(d,)``, ``problem``.
@@ -204,7 +230,7 @@ class TwinExperiment:
 
     def __init__(self, model, forcing: xr.Dataset, space: ParameterSpace, truth: Mapping[str, float],
                  observe: Observe, noise: float = 0.1, seed: int = 0, forward_model=None, state0=None,
-                 spinup_years: int | None = 1):
+                 spinup_years: int | None = 1, model_error: bool | None = None, model_error_draws: int = 32):
         if not isinstance(space, ParameterSpace):
             raise ValueError(f"space must be an ailand.ParameterSpace (e.g. model.space.subset([...])), got {type(space).__name__}")
         unknown = [n for n in space.names if n not in model.space]
@@ -245,6 +271,39 @@ class TwinExperiment:
                 raise ValueError("forward_model observes different data than the truth model "
                                  f"({self.forward.n_obs} vs {self.y.size}); use a window both cover")
         self.problem = Problem(self.forward, self.y, obs_std=self.obs_std, prior=space)
+        self.use_model_error = (self.forward_model is not model) if model_error is None else bool(model_error)
+        if self.use_model_error and (int(model_error_draws) != model_error_draws or model_error_draws < 2):
+            raise ValueError(f"model_error_draws must be an integer >= 2, got {model_error_draws}")
+        self.model_error_draws = int(model_error_draws)
+        self.model_error: ModelError | None = None  # the estimate in use (second pass), set by estimate_model_error
+        self.model_error_info: dict = {}
+
+    def estimate_model_error(self, n_starts: int = 4, maxiter: int = 200) -> ModelError:
+        """Two-pass estimate of the inference model's error; sets :attr:`problem` to use it.
+
+        1. ``S1`` from ``model_error_draws`` LHS draws of the prior space; variational
+           calibration (``n_starts``) with ``R1 = diag(obs_std^2) + S1`` -> ``x1``, ``A1``.
+        2. ``S2`` from as many draws around ``x1`` (:func:`calibration.discrepancy.local_draws`,
+           2 x the posterior std); :attr:`problem` gets ``R = diag(obs_std^2) + S2``.
+
+        Costs ``2 * model_error_draws`` runs of each model plus the pass-1 calibration;
+        counted in :attr:`model_error_info` (and the report), not in the methods' runs.
+        """
+        t0 = time.perf_counter()
+        n = self.model_error_draws
+        me1 = model_error(self.forward, self.truth_forward, self.space, n=n, seed=self.seed)
+        p1 = Problem(self.forward, self.y, R=me1.total_covariance(self.obs_std), prior=self.space)
+        r1 = variational(p1, n_starts=n_starts, seed=self.seed, maxiter=maxiter)
+        xs = local_draws(p1, r1.x, r1.A_control, n=n, seed=self.seed + 1)
+        me2 = model_error(self.forward, self.truth_forward, self.space, x=xs)
+        self.problem = Problem(self.forward, self.y, R=me2.total_covariance(self.obs_std), prior=self.space)
+        self.model_error = me2
+        self.model_error_info = {
+            "draws_per_pass": n, "pass1_x": r1.x, "pass1_std": r1.std, "pass1_runs": int(r1.n_forward_runs),
+            "reference_runs": 2 * n, "inference_runs": 2 * n + int(r1.n_forward_runs),
+            "wall_time": time.perf_counter() - t0, "prior_summary": me1.summary(), "local_summary": me2.summary(),
+        }
+        return me2
 
     @staticmethod
     def _noise_scale(y: np.ndarray, labels) -> np.ndarray:
@@ -258,9 +317,16 @@ class TwinExperiment:
         return (f"TwinExperiment(truth={self.truth}, noise={self.noise:g}, m={self.y.size}, "
                 f"truth model {type(self.model).__name__}, inference model {type(self.forward_model).__name__})")
 
-    def rmse(self, x) -> float:
-        """Observation RMSE ``sqrt(mean((y - M(x))^2))`` over the observed data at physical ``x (d,)``."""
-        r = self.problem.residuals(np.asarray(x, dtype=float))
+    def rmse(self, x, model: str = "inference") -> float:
+        """Observation RMSE ``sqrt(mean((y - M(x))^2))`` at physical ``x (d,)``, with the
+        inference model (``model="inference"``) or the truth model (``"truth"``)."""
+        x = np.asarray(x, dtype=float)
+        if model == "truth":
+            r = self.y - np.asarray(self.truth_forward(x), dtype=float)
+        elif model == "inference":
+            r = self.problem.residuals(x)
+        else:
+            raise ValueError(f"model must be 'inference' or 'truth', got {model!r}")
         return float(np.sqrt(np.nanmean(r**2)))
 
     def run(self, methods: Sequence[str] | str = ("variational",), n_starts: int = 4, mcmc_steps: int = 1000,
@@ -274,6 +340,8 @@ class TwinExperiment:
         bad = [m for m in methods if m not in METHODS]
         if bad or not methods:
             raise ValueError(f"methods must be a non-empty subset of {METHODS}, got {methods}")
+        if self.use_model_error and self.model_error is None:
+            self.estimate_model_error(n_starts=n_starts, maxiter=maxiter)
         p = self.problem
         prior_mean = np.asarray(p.x_b, dtype=float)
         prior_std = np.where(p.log, p.x_b, 1.0) * np.sqrt(np.diag(p.B))
@@ -282,7 +350,11 @@ class TwinExperiment:
         for m in methods:
             t0, r0 = time.perf_counter(), p.n_forward_runs
             if m == "variational":
-                res = variational(p, n_starts=n_starts, seed=self.seed, maxiter=maxiter)
+                starts = None
+                if self.model_error_info:  # the pass-1 optimum replaces the last start of the design
+                    starts = start_design(p, n_starts, self.seed)
+                    starts[-1] = self.model_error_info["pass1_x"]
+                res = variational(p, n_starts=n_starts, seed=self.seed, maxiter=maxiter, starts=starts)
                 mean, std = res.x, res.std
             else:
                 start = results.get("variational")
@@ -294,6 +366,9 @@ class TwinExperiment:
             means.append(np.asarray(mean, dtype=float))
             stds.append(np.asarray(std, dtype=float))
             rmse_after.append(self.rmse(mean))
+        rmse_truth_model = None
+        if self.forward is not self.truth_forward:  # check each posterior mean with the truth model
+            rmse_truth_model = np.array([self.rmse(mu, model="truth") for mu in means])
         return TwinResult(
             names=self.names, methods=methods, truth=self.truth_vector.copy(), prior_mean=prior_mean,
             prior_std=prior_std, posterior_mean=np.array(means), posterior_std=np.array(stds),
@@ -303,8 +378,19 @@ class TwinExperiment:
             units=[self.space.units[n] for n in self.names], log=np.asarray(p.log, dtype=bool), results=results,
             attrs={"truth_model": type(self.model).__name__, "forward_model": type(self.forward_model).__name__,
                    "observe": f"{', '.join(self.observe.variables)} at {self.observe.freq}", "seed": self.seed,
-                   "n_obs": int(self.y.size)},
+                   "n_obs": int(self.y.size), **self._model_error_attrs()},
+            model_error=self.model_error_info.get("local_summary"), rmse_after_truth_model=rmse_truth_model,
         )
+
+    def _model_error_attrs(self) -> dict:
+        if not self.model_error_info:
+            return {"model_error": "none: R = diag(obs_std^2)"}
+        i = self.model_error_info
+        return {"model_error": (f"R = diag(obs_std^2) + S, S = second moment of (inference - truth model) over "
+                                f"{i['draws_per_pass']} draws around a first posterior (2 passes)"),
+                "model_error_truth_model_runs": int(i["reference_runs"]),
+                "model_error_inference_runs": int(i["inference_runs"]),
+                "model_error_wall_time_s": float(i["wall_time"])}
 
 
 def _series_std(y: np.ndarray, key: Sequence[str]) -> np.ndarray:

@@ -4,6 +4,11 @@ Identical twin with the float64 eager physics at one site over 20 days (3-hourly
 the test stays well under a minute): calibrate RSMIN and ALB_VEG from daily Qle and Qh
 with 10 % noise; the truth must lie inside 2 posterior sigma and the observation RMSE must
 fall to the noise level. Plus the report files and input validation.
+
+Fraternal twin on the same observations with the shipped emulator as the forward model:
+with the emulator's error in R (two-pass estimate, :mod:`calibration.discrepancy`) its
+variational posterior must agree with the physics one (means within one posterior sigma)
+and contain the truth; without it, it must not (the check would otherwise be vacuous).
 """
 
 from __future__ import annotations
@@ -67,6 +72,35 @@ def test_identical_twin_recovers_the_truth(twin):
     assert res.rmse_before > 3 * res.noise_rms
     assert res.rmse_after[0] <= 1.5 * res.noise_rms, (res.rmse_after, res.noise_rms)
     assert res.n_forward_runs[0] > 0 and res.wall_time[0] > 0
+
+
+@pytest.fixture(scope="module")
+def emulator_twin(setup, twin):
+    from ailand.emulator import Emulator
+
+    tw, _ = twin  # same forcing, start state, truth, noise and seed -> the same observations
+    te = cal.TwinExperiment(setup["model"], setup["forcing"], setup["space"], TRUTH, setup["observe"], noise=0.1,
+                            seed=0, state0=tw.state0, forward_model=Emulator.default(), model_error_draws=24)
+    return te, te.run(methods=("variational",), n_starts=1)
+
+
+def test_emulator_and_physics_posteriors_agree(twin, emulator_twin):
+    tw, phys = twin
+    te, emu = emulator_twin
+    np.testing.assert_array_equal(te.y, tw.y)
+    assert te.use_model_error and te.model_error is not None
+    # with the emulator's error in R: means within one posterior sigma of the physics' (each sigma), truth inside 2 sigma
+    diff = np.abs(emu.posterior_mean[0] - phys.posterior_mean[0])
+    assert np.all(diff <= emu.posterior_std[0]), (emu.table(), phys.table())
+    assert np.all(diff <= phys.posterior_std[0]), (emu.table(), phys.table())
+    assert emu.inside_2sigma.all(), emu.table()
+    # the physics at the emulator's posterior mean fits to the noise level
+    assert emu.rmse_after_truth_model[0] <= 1.5 * emu.noise_rms, (emu.rmse_after_truth_model, emu.noise_rms)
+    assert set(emu.model_error.index) == {"Qle", "Qh"} and emu.attrs["model_error_truth_model_runs"] == 2 * 24
+    # the same emulator without its error in R is over-confident: the check above is not vacuous
+    p0 = cal.Problem(te.forward, te.y, obs_std=te.obs_std, prior=te.space)
+    r0 = cal.variational(p0, n_starts=1, seed=0)
+    assert np.any(np.abs(r0.x - phys.posterior_mean[0]) > 2 * r0.std), (r0.x, r0.std)
 
 
 def test_report_and_xarray(twin, tmp_path):

@@ -128,6 +128,7 @@ def test_sample_nroy_stays_inside_and_covers_a_ball(method):
     centre, r = np.array([0.3, 0.6]), 0.2
     des = sample_nroy(60, 2, ball(centre, r), 1.0, seed=2, method=method)
     assert des.u.shape == (60, 2)
+    assert method == "auto" or method in des.method.split("+"), des.method
     dist = np.linalg.norm(des.u - centre, axis=1)
     assert np.all(dist <= r + 1e-12)
     # covers: points in every quadrant of the ball and out to near its edge

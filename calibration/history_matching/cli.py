@@ -66,7 +66,7 @@ def register(subparsers) -> None:
                    help="uniform samples for the NROY fraction and the pairs plot; default 20000")
     s.add_argument("--gp-iter", type=int, default=300, help="Adam iterations of each GP fit; default 300")
     s.add_argument("--batch-size", type=int, default=None,
-                   help="simulator runs per call and per saved chunk (default: a tenth of the wave)")
+                   help="simulator runs per call and per saved chunk (default: a quarter of the wave)")
     s.add_argument("--stop", action="store_true",
                    help="stop early when a stop rule fires (NROY fraction barely changes, emulator variance "
                         "below observation variance in NROY)")

@@ -332,7 +332,7 @@ class NROYDesign:
     """A design in the NROY space: ``u (n, d)`` in the unit cube and how it was found.
 
     ``method``: the samplers used, e.g. ``"lhs"``, ``"lhs+cloud"``, ``"ladder+cloud"``,
-    ``"lhs+slice"``; ``acceptance``: fraction of the LHS pilot that was NROY (a rough
+    ``"lhs+slice"``, ``"lhs+known"`` (the pilot plus the ``known`` NROY points sufficed); ``acceptance``: fraction of the LHS pilot that was NROY (a rough
     NROY fraction); ``n_evaluated``: score evaluations; ``cutoff``: the cutoff the design
     satisfies (the target, unless the ladder stopped above it); ``rungs``: ladder cutoffs.
     """
@@ -379,35 +379,37 @@ def sample_nroy(n: int, d: int, score: Score, cutoff: float, seed=None, feasible
     Up, Sp, Ua, Sa = rejection(N, d, sc, cutoff, rng, batch=n_pilot, max_draws=n_pilot)
     acceptance = len(Up) / len(Ua)
     used, rungs = ["lhs"], []
-    if len(Up) < N and method in ("auto", "lhs") and acceptance >= min_acceptance or method == "lhs":
+    if (method == "auto" and acceptance >= min_acceptance) or method == "lhs":
         more = int(min(max_evaluations, np.ceil(1.5 * (N - len(Up)) / max(acceptance, 1e-3))))
         if more > 0 and len(Up) < N:
             U2, S2, _, _ = rejection(N - len(Up), d, sc, cutoff, rng, batch=max(1000, more // 4), max_draws=more)
             Up, Sp = np.concatenate([Up, U2]), np.concatenate([Sp, S2])
     pool, pool_s = Up, Sp
-    if len(pool) < N and method != "lhs":
+    if method in ("cloud", "slice") or (method == "auto" and len(pool) < N):
         seeds = pool
         if known is not None and len(known):
             K = np.asarray(known, dtype=float)
             SK = sc(K)
             seeds = np.concatenate([seeds, K[SK <= cutoff]])
-        budget = max(1, max_evaluations - sc.n)
-        if len(seeds) == 0:
-            pool, pool_s, rungs = cutoff_ladder(N, Ua, Sa, sc, cutoff, rng, proposal=proposal, max_evaluations=budget)
+        if len(seeds) == 0:  # nothing found: start the cutoff ladder from the pilot's best points
+            pool, pool_s, rungs = cutoff_ladder(N, Ua, Sa, sc, cutoff, rng, proposal=proposal,
+                                                max_evaluations=max(1, max_evaluations - sc.n))
             used = ["ladder"]
             if rungs[-1] > cutoff:
                 pool, pool_s = pool[pool_s <= cutoff], pool_s[pool_s <= cutoff]
             seeds = pool
-            budget = max(1, max_evaluations - sc.n)
-        if len(seeds) and len(seeds) < N:
-            if method == "slice":
-                pool, pool_s = slice_sample(N, seeds, sc, cutoff, rng)
-                used.append("slice")
-            else:
-                pool, pool_s = cloud(N, seeds, sc, cutoff, rng, proposal=proposal, max_evaluations=budget)
-                used.append("cloud")
-        elif len(seeds):
+        if len(seeds) and method == "slice":
+            pool, pool_s = slice_sample(N, seeds, sc, cutoff, rng)
+            used.append("slice")
+        elif len(seeds) and (method == "cloud" or len(seeds) < N):
+            if method == "cloud" and len(seeds) > N // 4:  # grow from a few seeds, so the cloud does the work
+                seeds = seeds[rng.choice(len(seeds), max(1, N // 4), replace=False)]
+            pool, pool_s = cloud(N, seeds, sc, cutoff, rng, proposal=proposal,
+                                 max_evaluations=max(1, max_evaluations - sc.n))
+            used.append("cloud")
+        elif len(seeds):  # enough NROY points known already (e.g. uniform Monte-Carlo points)
             pool, pool_s = seeds, sc(seeds)
+            used.append("known")
     ok = pool_s <= cutoff
     pool, pool_s = pool[ok], pool_s[ok]
     if len(pool) < n:

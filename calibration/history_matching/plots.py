@@ -8,7 +8,7 @@
   :class:`HistoryMatching` (``n_mc`` points, all waves so far). The truth, when given,
   is a red star.
 - :func:`waves_plot`: NROY fraction by wave (with its Monte-Carlo error) and, per wave,
-  boxplots of the runs' own implausibility ``max_i |f_i(x) - z_i| / sqrt(var_obs + var_mod)``
+  boxplots of the runs' own implausibility (the ``nth``-largest of ``|f_i(x) - z_i| / sqrt(var_obs + var_mod)``)
   with the cutoff; the truth's emulator implausibility after each wave as red stars.
 """
 
@@ -32,6 +32,7 @@ def nroy_pairs(hm, path=None, truth=None, bins: int = 20):
     """Optical depth (lower) and minimum implausibility (upper) per parameter pair; returns the figure."""
     import matplotlib.pyplot as plt
     from matplotlib.colors import Normalize
+    from matplotlib.ticker import FormatStrFormatter, NullFormatter
     from scipy.stats import binned_statistic_2d
 
     if not hm.records:
@@ -43,7 +44,15 @@ def nroy_pairs(hm, path=None, truth=None, bins: int = 20):
     size = max(2.2 * d, 4.0)
     fig, axes = plt.subplots(d, d, figsize=(size + 1.2, size), squeeze=False, constrained_layout=True)
     ib = np.linspace(0.0, 1.0, bins + 1)
-    depth_norm = Normalize(0.0, 1.0)
+    # optical depths are compared across panels on one scale, 0 .. the largest (a small NROY
+    # space has small depths everywhere; the pattern, not the level, is what the plot shows)
+    max_depth = 0.0
+    for i in range(d):
+        for j in range(i):
+            tot = binned_statistic_2d(U[:, j], U[:, i], None, "count", bins=[ib, ib]).statistic
+            hit = binned_statistic_2d(U[:, j], U[:, i], nroy, "sum", bins=[ib, ib]).statistic
+            max_depth = max(max_depth, float(np.nanmax(np.divide(hit, tot, out=np.zeros_like(hit), where=tot > 0))))
+    depth_norm = Normalize(0.0, max(max_depth, 1e-12))
     imp_norm = Normalize(0.0, 2.0 * hm.cutoff)
     log = dict(zip(names, space.is_log))
     m_depth = m_imp = None
@@ -55,7 +64,7 @@ def nroy_pairs(hm, path=None, truth=None, bins: int = 20):
                 cnt, _ = np.histogram(U[:, j], ib)
                 hit, _ = np.histogram(U[:, j], ib, weights=nroy)
                 ax.stairs(np.divide(hit, cnt, out=np.zeros(bins), where=cnt > 0), ex, fill=True, color="C0", alpha=0.6)
-                ax.set_ylim(0, 1.05)
+                ax.set_ylim(0, 1.05 * max(max_depth, 1e-12))
                 ax.set_ylabel("optical depth", fontsize=7)
                 if tu is not None:
                     ax.axvline(truth[j], color="r", lw=1.5)
@@ -73,8 +82,12 @@ def nroy_pairs(hm, path=None, truth=None, bins: int = 20):
                 ax.plot(truth[j], truth[i], "*", color="r", ms=10, mec="w", mew=0.6)
             if log[names[j]]:
                 ax.set_xscale("log")
+                ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
+                ax.xaxis.set_minor_formatter(NullFormatter())
             if i != j and log[names[i]]:
                 ax.set_yscale("log")
+                ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+                ax.yaxis.set_minor_formatter(NullFormatter())
             ax.set_xlim(ex[0], ex[-1])
             if i != j:
                 ax.set_ylim(ey[0], ey[-1])
@@ -85,12 +98,13 @@ def nroy_pairs(hm, path=None, truth=None, bins: int = 20):
                 ax.set_ylabel(_label(space, names[i]), fontsize=8)
     if m_depth is not None:
         fig.colorbar(m_depth, ax=axes[:, 0].tolist(), location="left", shrink=0.6,
-                     label="optical depth (NROY fraction of the cell), lower")
+                     label=f"optical depth (NROY fraction of the cell; max {max_depth:.2g}), lower")
     if m_imp is not None:
         fig.colorbar(m_imp, ax=axes[:, -1].tolist(), shrink=0.6,
                      label=f"minimum implausibility, upper (white: cutoff {hm.cutoff:g})")
     fig.suptitle(f"NROY after {hm.n_waves} wave(s): {100 * hm.nroy_fraction:.3g} % +- {100 * hm.nroy_fraction_se:.2g} % "
-                 f"of the space ({len(U)} uniform points{'; red star: truth' if tu is not None else ''})", fontsize=9)
+                 f"of the space ({int(nroy.sum())} NROY of {len(U)} uniform points{'; red star: truth' if tu is not None else ''})",
+                 fontsize=9)
     if path is not None:
         fig.savefig(path, dpi=110)
     return fig
@@ -122,7 +136,7 @@ def waves_plot(hm, path=None, truth=None):
         it = [float(hm.implausibility(t, wave=w)[0]) for w in k]
         a2.plot(k, it, "*", color="r", ms=10, label="truth (emulator, that wave)")
     a2.set_xlabel("wave")
-    a2.set_ylabel("implausibility of the runs [-]")
+    a2.set_ylabel(f"implausibility of the runs (nth={hm.nth}) [-]")
     a2.legend(fontsize=7)
     a2.grid(alpha=0.3)
     fig.suptitle("history matching by wave", fontsize=9)

@@ -30,6 +30,7 @@ import xarray as xr
 
 from ailand import ParameterSpace
 
+from .bayesopt import bayesian_optimisation
 from .discrepancy import ModelError, local_draws, model_error
 from .forward import Forward
 from .mcmc import mcmc
@@ -37,7 +38,7 @@ from .observe import Observe
 from .problem import Problem
 from .variational import start_design, variational
 
-METHODS = ("variational", "mcmc")
+METHODS = ("variational", "mcmc", "bayesopt")
 
 
 @dataclass
@@ -127,6 +128,9 @@ class TwinResult:
             cells = [f"{n}{(' [' + u.strip() + ']') if u else ''}", f"{self.truth[j]:.4g}",
                      f"{self.prior_mean[j]:.4g} +- {self.prior_std[j]:.3g}"]
             for k in range(len(self.methods)):
+                if not np.isfinite(self.posterior_std[k, j]):  # bayesopt: best point, no posterior
+                    cells.append(f"{self.posterior_mean[k, j]:.4g} (BO gives a point estimate)")
+                    continue
                 mark = "" if self.inside_2sigma[k, j] else " (truth outside 2 sigma)"
                 cells.append(f"{self.posterior_mean[k, j]:.4g} +- {self.posterior_std[k, j]:.3g}{mark}")
             rows.append("| " + " | ".join(cells) + " |")
@@ -183,7 +187,7 @@ class TwinResult:
             log = self.log is not None and bool(self.log[j])
             for i, (mu, sd) in enumerate(zip(means, sds)):
                 lo, hi = (mu * np.exp(-2 * sd / mu), mu * np.exp(2 * sd / mu)) if log else (mu - 2 * sd, mu + 2 * sd)
-                ax.errorbar(mu, i, xerr=[[mu - lo], [hi - mu]], fmt="o", capsize=3, color="0.5" if i == 0 else f"C{i - 1}")
+                ax.errorbar(mu, i, xerr=[[mu - lo], [hi - mu]] if np.isfinite(sd) else None, fmt="o", capsize=3, color="0.5" if i == 0 else f"C{i - 1}")
             if log:
                 ax.set_xscale("log")
             ax.axvline(self.truth[j], color="k", ls="--", lw=1, label="truth")
@@ -330,11 +334,14 @@ class TwinExperiment:
         return float(np.sqrt(np.nanmean(r**2)))
 
     def run(self, methods: Sequence[str] | str = ("variational",), n_starts: int = 4, mcmc_steps: int = 1000,
-            mcmc_walkers: int | None = None, maxiter: int = 200, progress: bool = False) -> TwinResult:
+            mcmc_walkers: int | None = None, maxiter: int = 200, progress: bool = False,
+            bo_budget: int = 40) -> TwinResult:
         """Calibrate with each method and compare to the truth; returns a :class:`TwinResult`.
 
         ``"mcmc"`` starts from the variational optimum when ``"variational"`` ran before it
-        (its runs are not counted in mcmc's), else from prior draws.
+        (its runs are not counted in mcmc's), else from prior draws. ``"bayesopt"`` runs
+        :func:`calibration.bayesian_optimisation` with ``bo_budget`` forward runs: BO gives a
+        point estimate (its best point), so its posterior std is NaN.
         """
         methods = [methods] if isinstance(methods, str) else list(methods)
         bad = [m for m in methods if m not in METHODS]
@@ -356,6 +363,9 @@ class TwinExperiment:
                     starts[-1] = self.model_error_info["pass1_x"]
                 res = variational(p, n_starts=n_starts, seed=self.seed, maxiter=maxiter, starts=starts)
                 mean, std = res.x, res.std
+            elif m == "bayesopt":
+                res = bayesian_optimisation(p, budget=bo_budget, seed=self.seed, progress=progress)
+                mean, std = res.best_x, np.full(len(self.names), np.nan)
             else:
                 start = results.get("variational")
                 res = mcmc(p, n_walkers=mcmc_walkers, n_steps=mcmc_steps, seed=self.seed, start=start, progress=progress)

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 FORWARDS = ("physics", "emulator")
-METHODS = ("variational", "mcmc")
+METHODS = ("variational", "mcmc", "bayesopt")
 
 
 def register(subparsers) -> None:
@@ -45,6 +45,9 @@ def register(subparsers) -> None:
     s.add_argument("--end", default="2020-06-30", help="last day, inclusive (YYYY-MM-DD); default 2020-06-30")
     s.add_argument("--params", default="RSMIN,ALB_VEG",
                    help="comma-separated parameters to calibrate (the rest keep defaults); default RSMIN,ALB_VEG")
+    s.add_argument("--params-from", default=None, metavar="CSV",
+                   help="take the calibrated parameters from the 'name' column of a CSV instead of --params, e.g. "
+                        "the screened_space.csv written by 'ailand screen'")
     s.add_argument("--truth", default=None,
                    help="true values, e.g. RSMIN=180,ALB_VEG=0.26; parameters not given are drawn (seeded) "
                         "inside the middle half of their range")
@@ -53,8 +56,9 @@ def register(subparsers) -> None:
     s.add_argument("--noise", type=float, default=0.1,
                    help="noise std as a fraction of each (variable, site) series' std; default 0.1")
     s.add_argument("--methods", default="variational",
-                   help="comma-separated subset of variational,mcmc (mcmc starts from the variational optimum "
-                        "when both run); default variational")
+                   help="comma-separated subset of variational,mcmc,bayesopt (mcmc starts from the variational "
+                        "optimum when both run; bayesopt gives a point estimate); default variational")
+    s.add_argument("--bo-budget", type=int, default=40, help="bayesopt: forward runs (J evaluations); default 40")
     s.add_argument("--n-starts", type=int, default=4, help="variational starts; default 4")
     s.add_argument("--mcmc-steps", type=int, default=1000, help="MCMC steps per walker; default 1000")
     s.add_argument("--mcmc-walkers", type=int, default=None, help="MCMC walkers (default: the sampler's)")
@@ -62,6 +66,11 @@ def register(subparsers) -> None:
                    help="inference model: physics (identical twin, default) or emulator (fraternal twin)")
     s.add_argument("--emulator", default=None,
                    help="emulator file for --forward emulator (default: the shipped Emulator.default())")
+    s.add_argument("--model-error-draws", type=int, default=32,
+                   help="--forward emulator: parameter sets per pass used to estimate the emulator's error against "
+                        "the physics, which is added to R (two passes: prior, then around a first posterior); default 32")
+    s.add_argument("--no-model-error", action="store_true",
+                   help="--forward emulator: leave the emulator's error out of R (over-confident; for comparison)")
     s.add_argument("--spinup-years", type=int, default=1,
                    help="spin-up years of the shared start state (physics, default parameters); default 1")
     s.add_argument("--dt", type=float, default=3600.0,
@@ -90,6 +99,19 @@ def check_params(space, text) -> list[str]:
     if dup:
         raise ValueError(f"--params: {dup} given more than once")
     return names
+
+
+def params_from_csv(path) -> str:
+    """The ``name`` column of a CSV (e.g. ``screened_space.csv``) as a ``--params`` string."""
+    import pandas as pd
+
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"--params-from: no file {p}; run 'ailand screen --out DIR' first (it writes DIR/screened_space.csv)")
+    df = pd.read_csv(p)
+    if "name" not in df.columns or df.empty:
+        raise ValueError(f"--params-from: {p} has no 'name' column with parameter names")
+    return ",".join(str(n) for n in df["name"])
 
 
 def parse_truth(text, names) -> dict[str, float]:
@@ -150,6 +172,8 @@ def _check_args(args) -> list[str]:
         raise ValueError(f"--methods: expected a comma-separated subset of {','.join(METHODS)}, got {args.methods!r}")
     if args.n_starts < 1:
         raise ValueError(f"--n-starts must be >= 1, got {args.n_starts}")
+    if args.bo_budget < 2:
+        raise ValueError(f"--bo-budget must be >= 2, got {args.bo_budget}")
     if args.mcmc_steps < 1:
         raise ValueError(f"--mcmc-steps must be >= 1, got {args.mcmc_steps}")
     if args.spinup_years < 0:
@@ -160,6 +184,8 @@ def _check_args(args) -> list[str]:
         raise ValueError(f"--noise must be a positive fraction of each series' std (e.g. 0.1), got {args.noise}")
     if args.emulator is not None and args.forward != "emulator":
         raise ValueError("--emulator is only used with --forward emulator")
+    if args.model_error_draws < 2:
+        raise ValueError(f"--model-error-draws must be >= 2, got {args.model_error_draws}")
     return methods
 
 
@@ -175,7 +201,7 @@ def cmd_twin(args) -> int:
     # cheap validation first: a typo fails before anything slow
     methods = _check_args(args)
     full = ailand.ParameterSpace.default()
-    names = check_params(full, args.params)
+    names = check_params(full, params_from_csv(args.params_from) if args.params_from else args.params)
     given = parse_truth(args.truth, names)
     variables = check_variables(args.observe, VARIABLES)
 
@@ -200,9 +226,10 @@ def cmd_twin(args) -> int:
           f"(noise {args.noise:g}, {args.spinup_years} spin-up year(s)); inference model {args.forward}; "
           f"truth {', '.join(f'{k}={v:.4g}' for k, v in truth.items())}")
     twin = TwinExperiment(model, forcing, space, truth, Observe(variables, freq=args.freq), noise=args.noise,
-                          seed=args.seed, forward_model=forward_model, spinup_years=args.spinup_years)
+                          seed=args.seed, forward_model=forward_model, spinup_years=args.spinup_years,
+                          model_error=False if args.no_model_error else None, model_error_draws=args.model_error_draws)
     res = twin.run(methods=methods, n_starts=args.n_starts, mcmc_steps=args.mcmc_steps,
-                   mcmc_walkers=args.mcmc_walkers, progress=args.progress)
+                   mcmc_walkers=args.mcmc_walkers, bo_budget=args.bo_budget, progress=args.progress)
     res.attrs.update({
         "command": "ailand " + " ".join(sys.argv[1:]) if sys.argv and "ailand" in Path(sys.argv[0]).name else "",
         "sites": ",".join(str(s) for s in forcing["site"].values),
@@ -218,7 +245,12 @@ def cmd_twin(args) -> int:
     print(res.table())
     print()
     for k, m in enumerate(res.methods):
-        print(f"{m}: obs RMSE {res.rmse_before:.4g} -> {res.rmse_after[k]:.4g} (noise std RMS {res.noise_rms:.4g}), "
+        check = ("" if res.rmse_after_truth_model is None
+                 else f"; physics at the posterior mean {res.rmse_after_truth_model[k]:.4g}")
+        print(f"{m}: obs RMSE {res.rmse_before:.4g} -> {res.rmse_after[k]:.4g} (noise std RMS {res.noise_rms:.4g}{check}), "
               f"{int(res.n_forward_runs[k])} forward runs, {res.wall_time[k]:.1f} s")
+    if res.model_error is not None:
+        print(f"emulator error in R: {res.attrs['model_error_truth_model_runs']} physics + "
+              f"{res.attrs['model_error_inference_runs']} emulator runs, {res.attrs['model_error_wall_time_s']:.1f} s")
     print(f"wrote {out}/{{report.md, twin.nc, twin.png}}; total {time.perf_counter() - t_start:.1f} s")
     return 0

@@ -234,6 +234,7 @@ class Problem:
         if y.ndim != 2 or y.shape != (x.shape[0], self.m):
             raise ValueError(f"forward returned shape {tuple(y.shape)}; expected ({x.shape[0]}, {self.m}) to match y")
         self.n_forward_runs += x.shape[0]
+        self.forward_dtype = y.dtype  # the forward model's own precision (variational's tolerances use it)
         return y.to(torch.float64)
 
     def _cost(self, x: torch.Tensor) -> torch.Tensor:

@@ -202,7 +202,10 @@ def variational(problem, n_starts: int = 16, seed: int = 0, maxiter: int = 200, 
     maxiter : L-BFGS-B iterations per start.
     starts : optional ``(k, d)`` physical starting points instead of the design.
     options : extra ``scipy.optimize.minimize`` options for L-BFGS-B (e.g. ``ftol``,
-        ``gtol``; defaults ``ftol=1e-12, gtol=1e-8`` in ``u`` units).
+        ``gtol``; defaults ``ftol=1e-12, gtol=1e-8`` in ``u`` units for a float64 forward
+        model; ``ftol=1e-8, gtol=1e-5`` when it computes in float32, as the emulator does:
+        a float32 J is not resolved better than ~1e-7 relative, and a tighter ``ftol`` only
+        makes L-BFGS-B end in failing line searches, each costing up to 20 runs).
 
     Every start costs about ``nit + a few`` forward runs of one member (cost and
     gradient together by autograd). Returns a :class:`VariationalResult`.
@@ -213,7 +216,11 @@ def variational(problem, n_starts: int = 16, seed: int = 0, maxiter: int = 200, 
     problem.check(x0s, what="starting points")
     ub = problem.u_bounds
     bounds = [(lo if np.isfinite(lo) else None, hi if np.isfinite(hi) else None) for lo, hi in ub]
-    opts = {"maxiter": int(maxiter), "ftol": 1e-12, "gtol": 1e-8, **(options or {})}
+
+    def tolerances():  # the forward model's precision (seen at the first evaluation) sets the defaults
+        single = getattr(problem, "forward_dtype", torch.float64) not in (torch.float64, torch.complex128)
+        tol = {"ftol": 1e-8, "gtol": 1e-5} if single else {"ftol": 1e-12, "gtol": 1e-8}
+        return {"maxiter": int(maxiter), **tol, **(options or {})}
 
     def J_and_grad(u):  # J(u) and dJ/du by autograd
         u = np.clip(u, ub[:, 0], ub[:, 1])
@@ -233,7 +240,7 @@ def variational(problem, n_starts: int = 16, seed: int = 0, maxiter: int = 200, 
             hist.append(float(intermediate_result.fun))
 
         res = scipy.optimize.minimize(J_and_grad, problem.to_u(x0), jac=True, method="L-BFGS-B", bounds=bounds,
-                                      options=opts, callback=record)
+                                      options=tolerances(), callback=record)
         optima.append(problem.from_u(np.clip(res.x, ub[:, 0], ub[:, 1])))
         J_opt.append(float(res.fun))
         hists.append(np.asarray(hist))

@@ -79,6 +79,8 @@ def test_twin_default_truth_is_a_seeded_draw_in_the_middle_half():
         (["--truth", "RSMIN=5000"], ["--truth", "RSMIN = 5000 is outside its bounds"]),
         (["--truth", "KSAT=1e-6"], ["--truth", "'KSAT' is not a calibrated parameter"]),
         (["--methods", "variational,gd"], ["--methods"]),
+        (["--params-from", "no/such/screened_space.csv"], ["--params-from", "no/such/screened_space.csv", "ailand screen"]),
+        (["--forward", "emulator", "--model-error-draws", "1"], ["--model-error-draws must be >= 2"]),
     ],
 )
 def test_twin_bad_input_exits_2_with_the_name(tmp_path, capsys, argv, words):
@@ -93,16 +95,34 @@ def test_twin_bad_input_exits_2_with_the_name(tmp_path, capsys, argv, words):
 
 def test_twin_with_the_shipped_emulator_gives_finite_posteriors(tmp_path, capsys):
     out = tmp_path / "emu"
-    rc = cli.main(["twin", *TINY, "--params", "RSMIN", "--truth", "RSMIN=180", "--forward", "emulator",
-                   "--out", str(out)])
+    screened = tmp_path / "screened_space.csv"  # what `ailand screen` writes: the kept parameters in 'name'
+    screened.write_text("name,default,min,max,rank\nRSMIN,100.0,40.0,400.0,1\n")
+    rc = cli.main(["twin", *TINY, "--params-from", str(screened), "--truth", "RSMIN=180", "--forward", "emulator",
+                   "--model-error-draws", "8", "--out", str(out)])
     assert rc == 0
+    printed = capsys.readouterr().out
+    assert "emulator error in R: 16 physics" in printed and "physics at the posterior mean" in printed
     for f in ("report.md", "twin.nc", "twin.png"):  # twin.nc not read back (see test_calibration)
         assert (out / f).stat().st_size > 0, f
     md = (out / "report.md").read_text()
     assert "inference model Emulator" in md
+    assert "## Inference-model error in R" in md and "| Qle |" in md and "Check with the truth model" in md
     row = next(line for line in md.splitlines() if line.startswith("| RSMIN"))
     m = re.search(r"\| 180 \| 100 \+- \S+ \| (\S+) \+- (\S+)", row)
     assert m, row
     mean, std = float(m.group(1)), float(m.group(2))
     assert np.isfinite(mean) and np.isfinite(std) and std > 0, row
     assert 40 <= mean <= 400, row  # inside RSMIN's bounds
+
+
+def test_twin_bayesopt_method_from_the_command_line(tmp_path, capsys):
+    out = tmp_path / "bo"
+    argv = [a if a != "variational" else "bayesopt" for a in TINY]
+    rc = cli.main(["twin", *argv, "--params", "RSMIN", "--truth", "RSMIN=180", "--bo-budget", "8", "--out", str(out)])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "| parameter | truth | prior | bayesopt |" in printed
+    assert "bayesopt: obs RMSE" in printed and " 8 forward runs" in printed
+    md = (out / "report.md").read_text()
+    row = next(line for line in md.splitlines() if line.startswith("| RSMIN"))
+    assert "point estimate" in row, row

@@ -40,21 +40,7 @@ def register(subparsers) -> None:
             "Prints the table and writes report.md, twin.nc and twin.png to --out."
         ),
     )
-    s.add_argument("--sites", default="FR-Fon", help="comma-separated site names; default FR-Fon")
-    s.add_argument("--start", default="2020-06-01", help="first day (YYYY-MM-DD); default 2020-06-01")
-    s.add_argument("--end", default="2020-06-30", help="last day, inclusive (YYYY-MM-DD); default 2020-06-30")
-    s.add_argument("--params", default="RSMIN,ALB_VEG",
-                   help="comma-separated parameters to calibrate (the rest keep defaults); default RSMIN,ALB_VEG")
-    s.add_argument("--params-from", default=None, metavar="CSV",
-                   help="take the calibrated parameters from the 'name' column of a CSV instead of --params, e.g. "
-                        "the screened_space.csv written by 'ailand screen'")
-    s.add_argument("--truth", default=None,
-                   help="true values, e.g. RSMIN=180,ALB_VEG=0.26; parameters not given are drawn (seeded) "
-                        "inside the middle half of their range")
-    s.add_argument("--observe", default="Qle,Qh", help="comma-separated observed variables; default Qle,Qh")
-    s.add_argument("--freq", default="1D", help="observation averaging block (pandas frequency); default 1D")
-    s.add_argument("--noise", type=float, default=0.1,
-                   help="noise std as a fraction of each (variable, site) series' std; default 0.1")
+    add_twin_arguments(s, verb="calibrate", freq="1D")
     s.add_argument("--methods", default="variational",
                    help="comma-separated subset of variational,mcmc,bayesopt (mcmc starts from the variational "
                         "optimum when both run; bayesopt gives a point estimate); default variational")
@@ -62,24 +48,95 @@ def register(subparsers) -> None:
     s.add_argument("--n-starts", type=int, default=4, help="variational starts; default 4")
     s.add_argument("--mcmc-steps", type=int, default=1000, help="MCMC steps per walker; default 1000")
     s.add_argument("--mcmc-walkers", type=int, default=None, help="MCMC walkers (default: the sampler's)")
-    s.add_argument("--forward", choices=FORWARDS, default="physics",
-                   help="inference model: physics (identical twin, default) or emulator (fraternal twin)")
-    s.add_argument("--emulator", default=None,
-                   help="emulator file for --forward emulator (default: the shipped Emulator.default())")
     s.add_argument("--model-error-draws", type=int, default=32,
                    help="--forward emulator: parameter sets per pass used to estimate the emulator's error against "
                         "the physics, which is added to R (two passes: prior, then around a first posterior); default 32")
     s.add_argument("--no-model-error", action="store_true",
                    help="--forward emulator: leave the emulator's error out of R (over-confident; for comparison)")
+    s.add_argument("--progress", action="store_true", help="MCMC progress bar")
+    s.add_argument("--out", default="runs/twin", help="output directory; default runs/twin")
+    s.set_defaults(func=cmd_twin)
+
+
+def add_twin_arguments(s, verb: str, freq: str) -> None:
+    """The twin set-up options shared by ``ailand twin`` and ``ailand waves`` (sites, period,
+    parameters, truth, observations, noise, models, spin-up, step, seeds)."""
+    s.add_argument("--sites", default="FR-Fon", help="comma-separated site names; default FR-Fon")
+    s.add_argument("--start", default="2020-06-01", help="first day (YYYY-MM-DD); default 2020-06-01")
+    s.add_argument("--end", default="2020-06-30", help="last day, inclusive (YYYY-MM-DD); default 2020-06-30")
+    s.add_argument("--params", default="RSMIN,ALB_VEG",
+                   help=f"comma-separated parameters to {verb} (the rest keep defaults); default RSMIN,ALB_VEG")
+    s.add_argument("--params-from", default=None, metavar="CSV",
+                   help="take the parameters from the 'name' column of a CSV instead of --params, e.g. "
+                        "the screened_space.csv written by 'ailand screen'")
+    s.add_argument("--truth", default=None,
+                   help="true values, e.g. RSMIN=180,ALB_VEG=0.26; parameters not given are drawn (seeded) "
+                        "inside the middle half of their range")
+    s.add_argument("--observe", default="Qle,Qh", help="comma-separated observed variables; default Qle,Qh")
+    s.add_argument("--freq", default=freq, help=f"observation averaging block (pandas frequency); default {freq}")
+    s.add_argument("--noise", type=float, default=0.1,
+                   help="observation noise std as a fraction of each (variable, site) series' std; default 0.1")
+    s.add_argument("--forward", choices=FORWARDS, default="physics",
+                   help="model used for inference: physics (identical twin, default) or emulator (fraternal twin; "
+                        "the observations always come from the physics)")
+    s.add_argument("--emulator", default=None,
+                   help="emulator file for --forward emulator (default: the shipped Emulator.default())")
     s.add_argument("--spinup-years", type=int, default=1,
                    help="spin-up years of the shared start state (physics, default parameters); default 1")
     s.add_argument("--dt", type=float, default=3600.0,
                    help="physics time step [s]; the synthetic forcing uses it as its step when >= 1 h; default 3600")
     s.add_argument("--seed", type=int, default=0, help="seed of the truth draw, the noise and the methods; default 0")
     s.add_argument("--weather-seed", type=int, default=0, help="seed of the synthetic weather; default 0")
-    s.add_argument("--progress", action="store_true", help="MCMC progress bar")
-    s.add_argument("--out", default="runs/twin", help="output directory; default runs/twin")
-    s.set_defaults(func=cmd_twin)
+    s.add_argument("--threads", type=int, default=1,
+                   help="torch intra-op threads; default 1: the twin's tensors are small, and on a busy machine "
+                        "two threads that wait on each other made a calibration many times slower")
+
+
+def check_twin_args(args) -> None:
+    """Cheap checks of the :func:`add_twin_arguments` options (before anything slow)."""
+    if args.spinup_years < 0:
+        raise ValueError(f"--spinup-years must be >= 0, got {args.spinup_years}")
+    if not args.dt > 0:
+        raise ValueError(f"--dt must be > 0 seconds, got {args.dt}")
+    if not (args.noise > 0):
+        raise ValueError(f"--noise must be a positive fraction of each series' std (e.g. 0.1), got {args.noise}")
+    if args.emulator is not None and args.forward != "emulator":
+        raise ValueError("--emulator is only used with --forward emulator")
+    if args.threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {args.threads}")
+
+
+def twin_from_args(args, **kwargs):
+    """Validate the twin options, then build the :class:`calibration.TwinExperiment` they
+    describe (``kwargs`` go to it). Returns ``(twin, forcing)``."""
+    import ailand
+    from ailand.physics.model import VARIABLES
+
+    check_twin_args(args)
+    full = ailand.ParameterSpace.default()
+    names = check_params(full, params_from_csv(args.params_from) if args.params_from else args.params)
+    given = parse_truth(args.truth, names)
+    variables = check_variables(args.observe, VARIABLES)
+
+    import torch
+
+    from . import Observe, TwinExperiment
+
+    torch.set_num_threads(args.threads)
+    truth = draw_truth(full, names, given, seed=args.seed)
+    model = ailand.ToyEcLand(dtype=torch.float64, compile=False, dt=args.dt)
+    forward_model = None
+    if args.forward == "emulator":
+        from ailand.emulator import Emulator
+
+        forward_model = Emulator.default() if args.emulator is None else Emulator.load(args.emulator)
+        check_variables(",".join(variables), list(forward_model.output_names))
+    forcing = ailand.synthetic_forcing(_split(args.sites), args.start, args.end, freq=forcing_freq(args.dt),
+                                       seed=args.weather_seed)
+    twin = TwinExperiment(model, forcing, model.space.subset(names), truth, Observe(variables, freq=args.freq),
+                          noise=args.noise, seed=args.seed, forward_model=forward_model,
+                          spinup_years=args.spinup_years, **kwargs)
+    return twin, forcing
 
 
 def _split(text) -> list[str]:
@@ -176,14 +233,7 @@ def _check_args(args) -> list[str]:
         raise ValueError(f"--bo-budget must be >= 2, got {args.bo_budget}")
     if args.mcmc_steps < 1:
         raise ValueError(f"--mcmc-steps must be >= 1, got {args.mcmc_steps}")
-    if args.spinup_years < 0:
-        raise ValueError(f"--spinup-years must be >= 0, got {args.spinup_years}")
-    if not args.dt > 0:
-        raise ValueError(f"--dt must be > 0 seconds, got {args.dt}")
-    if not (args.noise > 0):
-        raise ValueError(f"--noise must be a positive fraction of each series' std (e.g. 0.1), got {args.noise}")
-    if args.emulator is not None and args.forward != "emulator":
-        raise ValueError("--emulator is only used with --forward emulator")
+    check_twin_args(args)
     if args.model_error_draws < 2:
         raise ValueError(f"--model-error-draws must be >= 2, got {args.model_error_draws}")
     return methods
@@ -195,39 +245,14 @@ def forcing_freq(dt: float) -> str:
 
 
 def cmd_twin(args) -> int:
-    import ailand
-    from ailand.physics.model import VARIABLES
-
-    # cheap validation first: a typo fails before anything slow
-    methods = _check_args(args)
-    full = ailand.ParameterSpace.default()
-    names = check_params(full, params_from_csv(args.params_from) if args.params_from else args.params)
-    given = parse_truth(args.truth, names)
-    variables = check_variables(args.observe, VARIABLES)
-
+    methods = _check_args(args)  # cheap validation first: a typo fails before anything slow
     t_start = time.perf_counter()
-    import torch
-
-    from . import Observe, TwinExperiment
-
-    truth = draw_truth(full, names, given, seed=args.seed)
-    model = ailand.ToyEcLand(dtype=torch.float64, compile=False, dt=args.dt)
-    forward_model = None
-    if args.forward == "emulator":
-        from ailand.emulator import Emulator
-
-        forward_model = Emulator.default() if args.emulator is None else Emulator.load(args.emulator)
-        check_variables(",".join(variables), list(forward_model.output_names))
-    forcing = ailand.synthetic_forcing(_split(args.sites), args.start, args.end, freq=forcing_freq(args.dt),
-                                       seed=args.weather_seed)
-    space = model.space.subset(names)
-    print(f"ailand twin: {', '.join(names)} from {args.freq} {', '.join(variables)} at "
+    twin, forcing = twin_from_args(args, model_error=False if args.no_model_error else None,
+                                   model_error_draws=args.model_error_draws)
+    print(f"ailand twin: {', '.join(twin.names)} from {args.freq} {', '.join(twin.observe.variables)} at "
           f"{', '.join(str(s) for s in forcing['site'].values)}, {args.start} .. {args.end} "
           f"(noise {args.noise:g}, {args.spinup_years} spin-up year(s)); inference model {args.forward}; "
-          f"truth {', '.join(f'{k}={v:.4g}' for k, v in truth.items())}")
-    twin = TwinExperiment(model, forcing, space, truth, Observe(variables, freq=args.freq), noise=args.noise,
-                          seed=args.seed, forward_model=forward_model, spinup_years=args.spinup_years,
-                          model_error=False if args.no_model_error else None, model_error_draws=args.model_error_draws)
+          f"truth {', '.join(f'{k}={v:.4g}' for k, v in twin.truth.items())}")
     res = twin.run(methods=methods, n_starts=args.n_starts, mcmc_steps=args.mcmc_steps,
                    mcmc_walkers=args.mcmc_walkers, bo_budget=args.bo_budget, progress=args.progress)
     res.attrs.update({

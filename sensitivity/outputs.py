@@ -158,7 +158,8 @@ def _time_variables(ds: xr.Dataset, variables) -> xr.Dataset:
 def monthly_means(variables: Sequence[str] | str | None = None) -> Callable[[xr.Dataset], xr.DataArray]:
     """A reduction for :func:`model_outputs`: monthly means of ``variables``.
 
-    The returned callable maps a model Dataset ``(time, site, member)`` to
+    The returned callable maps a model Dataset ``(time, site, member)`` (time labels at the
+    end of each output interval, as ``run`` gives them) to
     ``DataArray (variable, month, site, member)`` (months 1..12 present in the run;
     for multi-year runs this is the mean annual cycle), with a ``units`` coordinate
     along ``variable``.
@@ -168,7 +169,11 @@ def monthly_means(variables: Sequence[str] | str | None = None) -> Callable[[xr.
 
     def reduce(ds: xr.Dataset) -> xr.DataArray:
         sub = _time_variables(ds, variables)
-        means = sub.groupby("time.month").mean("time", keep_attrs=True)
+        # model output is labelled at the END of each interval: the interval that ends at
+        # midnight on the 1st belongs to the month before (else a run that ends on 31 July
+        # gets a one-hour "August")
+        month = (sub["time"] - np.timedelta64(1, "s")).dt.month.rename("month")
+        means = sub.groupby(month).mean("time", keep_attrs=True)
         return _dataset_to_dataarray(means)
 
     reduce.__name__ = f"monthly_means({', '.join(variables) if variables else 'all'})"

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import time
 
-from ..cli import FORWARDS, _split, check_params, check_variables, draw_truth, forcing_freq, parse_truth
+from ..cli import add_twin_arguments, check_twin_args, twin_from_args
 
 
 def register(subparsers) -> None:
@@ -38,25 +38,10 @@ def register(subparsers) -> None:
             "saved as it finishes, so rerunning the same command resumes (and --waves N adds waves)."
         ),
     )
-    s.add_argument("--sites", default="FR-Fon", help="comma-separated site names; default FR-Fon")
-    s.add_argument("--start", default="2020-06-01", help="first day (YYYY-MM-DD); default 2020-06-01")
-    s.add_argument("--end", default="2020-06-30", help="last day, inclusive (YYYY-MM-DD); default 2020-06-30")
-    s.add_argument("--params", default="RSMIN,ALB_VEG",
-                   help="comma-separated parameters to history-match (the rest keep defaults); default RSMIN,ALB_VEG")
-    s.add_argument("--truth", default=None,
-                   help="true values, e.g. RSMIN=180,ALB_VEG=0.26; parameters not given are drawn (seeded) "
-                        "inside the middle half of their range")
-    s.add_argument("--observe", default="Qle,Qh", help="comma-separated observed variables; default Qle,Qh")
-    s.add_argument("--freq", default="7D", help="observation averaging block (pandas frequency); default 7D")
-    s.add_argument("--noise", type=float, default=0.1,
-                   help="observation noise std as a fraction of each (variable, site) series' std; default 0.1")
+    add_twin_arguments(s, verb="history-match", freq="7D")
     s.add_argument("--discrepancy", type=float, default=0.0,
                    help="model discrepancy std as a fraction of each series' std (use > 0 with --forward "
                         "emulator); default 0")
-    s.add_argument("--forward", choices=FORWARDS, default="physics",
-                   help="simulator: physics (identical twin, default) or emulator (the truth stays physics)")
-    s.add_argument("--emulator", default=None,
-                   help="emulator file for --forward emulator (default: the shipped Emulator.default())")
     s.add_argument("--waves", type=int, default=3, help="number of waves in total (a rerun adds the missing ones); default 3")
     s.add_argument("--runs-per-wave", type=int, default=30, help="simulator runs per wave; default 30")
     s.add_argument("--cutoff", type=float, default=3.0, help="implausibility cutoff; default 3")
@@ -70,12 +55,6 @@ def register(subparsers) -> None:
     s.add_argument("--stop", action="store_true",
                    help="stop early when a stop rule fires (NROY fraction barely changes, emulator variance "
                         "below observation variance in NROY)")
-    s.add_argument("--spinup-years", type=int, default=1,
-                   help="spin-up years of the shared start state (physics, default parameters); default 1")
-    s.add_argument("--dt", type=float, default=3600.0,
-                   help="physics time step [s]; the synthetic forcing uses it as its step when >= 1 h; default 3600")
-    s.add_argument("--seed", type=int, default=0, help="seed of the truth draw, the noise and the waves; default 0")
-    s.add_argument("--weather-seed", type=int, default=0, help="seed of the synthetic weather; default 0")
     s.add_argument("--progress", action="store_true", help="progress bar over the simulator runs")
     s.add_argument("--out", default="runs/waves", help="output directory (the waves are saved there); default runs/waves")
     s.set_defaults(func=cmd_waves)
@@ -90,8 +69,6 @@ def _check_args(args) -> None:
         raise ValueError(f"--cutoff must be > 0 (e.g. 3, the three-sigma rule), got {args.cutoff}")
     if args.nth < 1:
         raise ValueError(f"--nth must be >= 1 (1 = maximum, 2 = second-largest), got {args.nth}")
-    if not args.noise > 0:
-        raise ValueError(f"--noise must be a positive fraction of each series' std (e.g. 0.1), got {args.noise}")
     if not args.discrepancy >= 0:
         raise ValueError(f"--discrepancy must be >= 0 (a fraction of each series' std), got {args.discrepancy}")
     if args.mc_samples < 100:
@@ -100,45 +77,20 @@ def _check_args(args) -> None:
         raise ValueError(f"--gp-iter must be >= 1, got {args.gp_iter}")
     if args.batch_size is not None and args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
-    if args.spinup_years < 0:
-        raise ValueError(f"--spinup-years must be >= 0, got {args.spinup_years}")
-    if not args.dt > 0:
-        raise ValueError(f"--dt must be > 0 seconds, got {args.dt}")
-    if args.emulator is not None and args.forward != "emulator":
-        raise ValueError("--emulator is only used with --forward emulator")
 
 
 def cmd_waves(args) -> int:
-    import ailand
-    from ailand.physics.model import VARIABLES
-
     _check_args(args)  # cheap validation first: a typo fails before anything slow
-    full = ailand.ParameterSpace.default()
-    names = check_params(full, args.params)
-    given = parse_truth(args.truth, names)
-    variables = check_variables(args.observe, VARIABLES)
+    check_twin_args(args)
     t_start = time.perf_counter()
     import matplotlib
 
     matplotlib.use("Agg")
-    import torch
 
-    from .. import Observe, TwinExperiment
     from .waves import HistoryMatching
 
-    truth = draw_truth(full, names, given, seed=args.seed)
-    model = ailand.ToyEcLand(dtype=torch.float64, compile=False, dt=args.dt)
-    forward_model = None
-    if args.forward == "emulator":
-        from ailand.emulator import Emulator
-
-        forward_model = Emulator.default() if args.emulator is None else Emulator.load(args.emulator)
-        check_variables(",".join(variables), list(forward_model.output_names))
-    forcing = ailand.synthetic_forcing(_split(args.sites), args.start, args.end, freq=forcing_freq(args.dt),
-                                       seed=args.weather_seed)
-    space = model.space.subset(names)
-    twin = TwinExperiment(model, forcing, space, truth, Observe(variables, freq=args.freq), noise=args.noise,
-                          seed=args.seed, forward_model=forward_model, spinup_years=args.spinup_years)
+    twin, forcing = twin_from_args(args, model_error=False)  # the emulator's error: --discrepancy
+    names, variables, truth, space = twin.names, twin.observe.variables, twin.truth, twin.space
     if args.nth > twin.y.size:
         raise ValueError(f"--nth {args.nth} exceeds the {twin.y.size} observations")
     series_std = twin.obs_std / args.noise

@@ -5,8 +5,10 @@ each reports its own peak RSS):
 
 - ``gp_fit``: :meth:`GPEmulator.fit` on ``n_train`` runs of a smooth 5-input, 20-output
   test function (default settings: linear mean, Matern-5/2, 300 Adam iterations, 2 starts).
-- ``predict``: ``gp.predict`` of ``n`` (1e6) candidates in bounded-memory chunks (the
-  means and variances, 2 x n x 20 float64, are kept and saved for the next sections).
+- ``predict``: ``gp.predict`` of ``n`` (1e6) candidates (cache-sized blocks, a few MiB of
+  working memory per thread; the means and variances, 2 x n x 20 float64 = 320 MB, are kept
+  and saved for the next sections), on ``--threads`` worker threads; first timed with each
+  other thread count of ``--compare-threads`` (results dropped), so both are on record.
 - ``classify``: :class:`Implausibility` matrix + nth-max summary + NROY mask on those
   saved predictions, chunked (the classification alone).
 - ``together``: ``Implausibility.classify(gp.predict, X)``: prediction and classification
@@ -21,7 +23,7 @@ each reports its own peak RSS):
 
 Run (from the repository root)::
 
-    .venv/bin/python benchmarks/history_matching.py            # n = 1e6, 1 torch thread
+    .venv/bin/python benchmarks/history_matching.py            # n = 1e6, 1 thread (and 2, for comparison)
     .venv/bin/python benchmarks/history_matching.py --n 100000 --quick
 """
 
@@ -95,10 +97,20 @@ def section(name: str, args) -> dict:
     elif name == "predict":
         gp = GPEmulator.load(work / "gp.pt")
         X = np.random.default_rng(1).random((args.n, D))
+        out["by_threads"] = {}
+        for th in sorted(set(args.compare_threads) - {args.threads}):
+            load = os.getloadavg()[0]
+            t = time.perf_counter()
+            gp.predict(X, chunk_size=args.chunk_size, threads=th)  # result dropped
+            out["by_threads"][str(th)] = {"wall_s": time.perf_counter() - t, "load_1min_before": load}
+        load = os.getloadavg()[0]
         t = time.perf_counter()
-        mean, var = gp.predict(X, chunk_size=args.chunk_size)
+        mean, var = gp.predict(X, chunk_size=args.chunk_size, threads=args.threads)
         out["wall_s"] = time.perf_counter() - t
+        out["by_threads"][str(args.threads)] = {"wall_s": out["wall_s"], "load_1min_before": load}
+        out["threads"] = args.threads
         out["chunk_size"] = args.chunk_size or gp.chunk_size_for()
+        out["block_rows"] = gp.block_rows
         np.save(work / "mean.npy", mean)
         np.save(work / "var.npy", var)
     elif name == "classify":
@@ -112,7 +124,8 @@ def section(name: str, args) -> dict:
         gp = GPEmulator.load(work / "gp.pt")
         X = np.random.default_rng(1).random((args.n, D))
         t = time.perf_counter()
-        s, ok = imp.classify(lambda x: gp.predict(x, chunk_size=args.chunk_size), X, chunk_size=args.classify_chunk)
+        s, ok = imp.classify(lambda x: gp.predict(x, chunk_size=args.chunk_size, threads=args.threads), X,
+                             chunk_size=args.classify_chunk)
         out["wall_s"] = time.perf_counter() - t
         out["nroy_fraction"] = float(ok.mean())
         out["same_mask_as_predict_then_classify"] = bool(np.array_equal(ok, np.load(work / "nroy_ours.npy")))
@@ -168,8 +181,10 @@ def main(argv=None):
     p.add_argument("--n", type=int, default=1_000_000, help="candidates to classify; default 1e6")
     p.add_argument("--n-train", type=int, default=100, help="GP training runs; default 100 (20 per input)")
     p.add_argument("--threads", type=int, default=1,
-                   help="torch threads; default 1 (on a shared 2-core machine two threads wait on each other)")
-    p.add_argument("--chunk-size", type=int, default=None, help="GP prediction chunk (default: the GP's 256 MiB rule)")
+                   help="torch threads and GPEmulator.predict worker threads; default 1 (predict's default)")
+    p.add_argument("--compare-threads", type=lambda v: [int(t) for t in v.split(",") if t], default=[1, 2],
+                   help="thread counts the predict section also times (comma separated; default 1,2)")
+    p.add_argument("--chunk-size", type=int, default=None, help="GP prediction chunk (default: gp.chunk_size_for())")
     p.add_argument("--classify-chunk", type=int, default=65536, help="rows per classification chunk; default 65536")
     p.add_argument("--quick", action="store_true", help="GP fit with 100 iterations and one start")
     p.add_argument("--mogp-python", default="/tmp/hm/mogpvenv/bin/python",
@@ -200,6 +215,8 @@ def main(argv=None):
         "candidates": args.n, "outputs": M, "inputs": D, "n_train": args.n_train, "threads": args.threads,
         "gp_fit_s": results["gp_fit"]["wall_s"],
         "predict_s": results["predict"]["wall_s"],
+        "predict_s_by_threads": {k: v["wall_s"] for k, v in results["predict"]["by_threads"].items()},
+        "peak_rss_predict_mib": results["predict"]["peak_rss_mib"],
         "classify_s": results["classify"]["wall_s"],
         "predict_and_classify_streamed_s": results["together"]["wall_s"],
         "peak_rss_streamed_mib": results["together"]["peak_rss_mib"],

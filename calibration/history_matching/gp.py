@@ -24,10 +24,12 @@ a user passes or reads is in the original output units.
     Var[f(x*)] = s^2 - || L^-1 k* ||^2,       K = L L^T
 
 uses ``alpha`` and ``L^-1`` computed once after fitting (the cached "training solve"),
-so candidate points go through in chunks of bounded memory: only the ``(m, chunk, n)``
-cross-covariance is ever built, never a test-by-test covariance. This is the exact
-variance, not gpytorch's ``fast_pred_var`` (LOVE) approximation; a test checks it
-against gpytorch's own posterior.
+so candidate points go through in cache-sized blocks of fixed shape: only a ``(m, block, n)``
+cross-covariance is ever built, never a test-by-test covariance, and the two matrix products
+per block (squared distances, then ``[s^2 L^-T | s^2 alpha]`` for variance and mean at once)
+are batched over the outputs (see :class:`_Predictor`). This is the exact variance, not
+gpytorch's ``fast_pred_var`` (LOVE) approximation; a test checks it against gpytorch's own
+posterior.
 
 **Leave-one-out** (Dubrule 1983; Rasmussen & Williams eq. 5.12, hyperparameters fixed)
 
@@ -49,7 +51,9 @@ otherwise mistake for a misfit). Cross-component covariances are zero (independe
 from __future__ import annotations
 
 import math
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -67,8 +71,10 @@ _KERNELS = ("matern52", "matern32", "rbf")
 _FULL_QUADRATIC_MAX_D = 4  # cross terms u_i u_j only up to this many inputs
 _UNIT_TOL = 1e-6
 _SMALL_FIT = 250_000  # restarts * GPs * n^2 up to which fitting runs on one thread
-_SMALL_PREDICT = 1_000_000  # elements of a (n_gp, chunk, n) array up to which prediction runs on one thread
-_BLOCK = 32  # prediction works in blocks of this many rows (bitwise chunk independence)
+_BLOCK_ENTRIES = 2**17  # prediction blocks hold about this many (n_gp, rows, n_train) covariance entries (cache-sized)
+_BLOCK_MIN, _BLOCK_MAX = 32, 256  # rows per block: a power of two in this range, fixed per emulator
+_CHUNK_BLOCKS = 64  # default chunk (the unit handed to a worker thread): at most this many blocks
+_PREDICT_THREADS = 1  # default worker threads of GPEmulator.predict (see its docstring)
 _DTYPE = torch.float64
 _STATE_VERSION = 1
 
@@ -217,6 +223,160 @@ def _make_model(X, Y, mean, kernel, noise_lower):
     return _BatchExactGP(X, Y, lik, mean, kernel).to(_DTYPE)
 
 
+# ---------------------------------------------------------------- prediction engine
+
+
+_KERNEL_SCALE = {"matern52": math.sqrt(5.0), "matern32": math.sqrt(3.0), "rbf": math.sqrt(0.5)}
+
+
+def _block_rows(n_gp: int, n_train: int) -> int:
+    """Rows per prediction block: the power of two (32..256) nearest below ``_BLOCK_ENTRIES /
+    (n_gp n_train)``. It depends on the emulator only, never on the candidates."""
+    rows = max(1, _BLOCK_ENTRIES // (n_gp * n_train))
+    return int(min(_BLOCK_MAX, max(_BLOCK_MIN, 1 << (rows.bit_length() - 1))))
+
+
+class _Scratch:
+    """One worker's preallocated block arrays (torch-allocated, so 64-byte aligned; numpy views
+    of the same memory for the elementwise steps)."""
+
+    def __init__(self, P: "_Predictor"):
+        k, B, d, p1 = P.k, P.rows, P.d, P.beta.shape[-1]
+        new = lambda *shape: torch.empty(*shape, dtype=_DTYPE)  # noqa: E731
+        self.X, self.A = new(B, d), new(k, B, d + 2)
+        self.D, self.S, self.V = new(k, B, P.n_pad), new(k, B, P.n_pad), new(k, B, P.n_cols)
+        self.A[:, :, d + 1] = 1.0  # pairs with |b|^2 in P.Bt
+        self.x, self.a = self.X.numpy(), self.A.numpy()
+        self.d2, self.s, self.v = self.D.numpy(), self.S.numpy(), self.V.numpy()
+        self.u, self.aa, self.q = np.empty((B, d)), np.empty((k, B, d)), np.empty((k, B))
+        self.h, self.hb, self.mean = np.ones((B, p1)), np.empty((k, B, p1)), np.empty((k, B))
+        if P.pca is not None:
+            m = P.pca["WT"].shape[1]
+            self.Z, self.Zv, self.O, self.Ov = new(B, k), new(B, k), new(B, m), new(B, m)
+
+
+class _Predictor:
+    """Everything about :meth:`GPEmulator.predict` that does not depend on the candidates, precomputed.
+
+    Candidates go through in blocks of exactly ``rows`` rows (the last one padded with copies
+    of its first row), so that every BLAS call has one fixed shape and a row's result depends
+    on that row alone, bit for bit. Per block, with ``c = sqrt5, sqrt3, sqrt(1/2)`` for
+    Matern 5/2, Matern 3/2, RBF and ``a = c (x - 1/2) / l``, ``b = c (X_train - 1/2) / l``::
+
+        D2 = [a, |a|^2, 1] @ [-2 b^T; 1; |b|^2]      (k, B, n)     squared scaled distances, one GEMM
+        C  = rho(D2)                                  in place      (1 + s + s^2/3) e^-s, (1 + s) e^-s or e^-D2, s = sqrt(D2)
+        V  = C @ [s^2 L^-T | s^2 alpha]              (k, B, n+1)   variance rows and the mean, one GEMM
+        mean = h(x)^T beta + beta_0 + V[..., n],      var = s^2 - rowsum(V[..., :n]^2)
+
+    The GEMMs are torch's (MKL), batched over the ``k`` GPs; the elementwise steps are numpy's
+    (its SIMD ``sqrt``/``exp`` are 2-3x faster than torch's in float64), all in place on the
+    block's preallocated arrays (about 1 MiB each: they stay in cache). MKL's DGEMM gives a row
+    a result that depends on the row's position in the block when the number of columns of
+    the product is odd (>= 3, seen with MKL 2024.2): every product here therefore has an even
+    number of columns (a zero column appended where needed), and the regression mean is an
+    elementwise product and row sum, not a GEMM.
+    """
+
+    def __init__(self, gp: "GPEmulator"):
+        k, n, d = gp.n_gp, gp.n_train, gp.d
+        base = gp.model.covar_module.base_kernel
+        self.kind, self.mean_kind = base.kind, gp.settings["mean"]
+        self.k, self.n, self.d = k, n, d
+        self.rows = _block_rows(k, n)
+        self.n_pad = n + n % 2  # columns of D2 (even; a padding column of zeros in Bt, zero row in W)
+        self.n_cols = n + 1 + (n + 1) % 2  # columns of V: n variance rows, the mean, an even count
+        with torch.no_grad():
+            scale = _KERNEL_SCALE[self.kind] / base.lengthscale.detach().reshape(k, 1, d)
+            b = (gp._X - 0.5) * scale  # (k, n, d)
+            self.Bt = torch.zeros(k, d + 2, self.n_pad, dtype=_DTYPE)
+            self.Bt[:, :d, :n] = -2.0 * b.transpose(-1, -2)
+            self.Bt[:, d, :n] = 1.0
+            self.Bt[:, d + 1, :n] = b.pow(2).sum(-1)
+            s2 = gp._outputscale().detach()
+            self.W = torch.zeros(k, self.n_pad, self.n_cols, dtype=_DTYPE)
+            self.W[:, :n, :n] = gp._LinvT * s2[:, None, None]
+            self.W[:, :n, n] = gp._alpha * s2[:, None]
+            mm = gp.model.mean_module
+            beta = torch.cat([mm.weights.detach().reshape(k, -1), mm.bias.detach().reshape(k, 1)], 1)
+            self.beta = beta.numpy()[:, None, :]  # (k, 1, p + 1), the intercept last
+            self.scale = scale.numpy()
+            self.s2 = s2.numpy()[:, None]
+            self.noise = gp._noise().detach().numpy()[:, None]
+            self.t_mean = gp._t_mean.numpy()
+            self.t_std = gp._t_std.numpy()
+            self.t_var = self.t_std**2
+            self.pca = None
+            if gp._pca is not None:
+                W = gp._pca["W"]  # (m, k)
+                m = W.shape[0]
+                WT, W2T = torch.zeros(k, m + m % 2, dtype=_DTYPE), torch.zeros(k, m + m % 2, dtype=_DTYPE)
+                WT[:, :m], W2T[:, :m] = W.T, (W * W).T
+                self.pca = {"WT": WT, "W2T": W2T, "m": m,
+                            "mean": gp._pca["mean"].numpy(), "resid_var": gp._pca["resid_var"].numpy()}
+
+    def block(self, w: _Scratch, x: np.ndarray, mean_out: np.ndarray, var_out: np.ndarray,
+              include_noise: bool, include_pca_residual: bool) -> None:
+        """Mean and variance of the ``c = len(x) <= rows`` candidates ``x (c, d)`` into ``mean_out, var_out (c, m)``."""
+        c, d, n = x.shape[0], self.d, self.n
+        w.x[:c] = x
+        if c < self.rows:
+            w.x[c:] = x[:1]
+        # scaled squared distances, one GEMM
+        np.subtract(w.x, 0.5, out=w.u)
+        a = w.a[:, :, :d]
+        np.multiply(w.u, self.scale, out=a)
+        np.multiply(a, a, out=w.aa)
+        np.sum(w.aa, axis=-1, out=w.a[:, :, d])
+        torch.matmul(w.A, self.Bt, out=w.D)
+        # correlation, in place
+        D2, S = w.d2, w.s
+        np.maximum(D2, 0.0, out=D2)
+        if self.kind == "rbf":
+            np.negative(D2, out=D2)
+            np.exp(D2, out=D2)
+        else:
+            np.sqrt(D2, out=S)
+            if self.kind == "matern52":
+                np.multiply(D2, 1.0 / 3.0, out=D2)
+                np.add(D2, S, out=D2)
+                np.add(D2, 1.0, out=D2)
+            else:
+                np.add(S, 1.0, out=D2)
+            np.negative(S, out=S)
+            np.exp(S, out=S)
+            np.multiply(D2, S, out=D2)
+        # [L^-1 k* | k*^T alpha] (times s^2), one GEMM; the regression mean, rowwise
+        torch.matmul(w.D, self.W, out=w.V)
+        w.h[:, :-1] = _features(w.X, self.mean_kind).numpy()
+        np.multiply(w.h, self.beta, out=w.hb)
+        np.sum(w.hb, axis=-1, out=w.mean)
+        mean = np.add(w.mean, w.v[:, :, n], out=w.mean).T  # (B, k) standardised
+        Q = w.v[:, :, :n]
+        np.multiply(Q, Q, out=Q)
+        np.sum(Q, axis=-1, out=w.q)
+        var = np.subtract(self.s2, w.q, out=w.q)
+        np.maximum(var, 0.0, out=var)
+        if include_noise:
+            np.add(var, self.noise, out=var)
+        # to output units
+        if self.pca is None:
+            np.multiply(mean[:c], self.t_std, out=mean_out)
+            np.add(mean_out, self.t_mean, out=mean_out)
+            np.multiply(var.T[:c], self.t_var, out=var_out)
+            return
+        np.multiply(mean, self.t_std, out=w.Z.numpy())
+        np.add(w.Z.numpy(), self.t_mean, out=w.Z.numpy())
+        np.multiply(var.T, self.t_var, out=w.Zv.numpy())
+        torch.matmul(w.Z, self.pca["WT"], out=w.O)
+        torch.matmul(w.Zv, self.pca["W2T"], out=w.Ov)
+        m = self.pca["m"]
+        np.add(w.O.numpy()[:c, :m], self.pca["mean"], out=mean_out)
+        if include_pca_residual:
+            np.add(w.Ov.numpy()[:c, :m], self.pca["resid_var"], out=var_out)
+        else:
+            var_out[...] = w.Ov.numpy()[:c, :m]
+
+
 # ---------------------------------------------------------------- input checks
 
 
@@ -298,6 +458,7 @@ class GPEmulator:
 
     def __init__(self):  # use GPEmulator.fit or GPEmulator.load
         self.model = None
+        self._pred = None  # the prediction's precomputed constants, built on first use
 
     @classmethod
     def fit(
@@ -419,6 +580,7 @@ class GPEmulator:
             self._alpha = torch.cholesky_solve(r.unsqueeze(-1), L).squeeze(-1)
             self._LinvT = self._Linv.transpose(-1, -2).contiguous()
             self._Kinv = self._LinvT @ self._Linv
+        self._pred = None
 
     # ------------------------------------------------------------ pieces in standardised units
 
@@ -443,19 +605,6 @@ class GPEmulator:
         d2 = (an + bn).sub_(2.0 * torch.matmul(a, b.transpose(-1, -2))).clamp_min_(0.0)
         return _correlation_(d2, base.kind).mul_(self._outputscale().reshape(k, *([1] * (extra + 2))))
 
-    def _predict_std(self, Xc: torch.Tensor):
-        """Standardised latent mean and variance ``(k, c)`` at ``Xc (c, d)``, ``c`` a multiple of ``_BLOCK``.
-
-        Computed in blocks of ``_BLOCK`` rows so that each matrix product has one fixed shape:
-        results are then the same, bit for bit, however the candidates are chunked."""
-        c, k = Xc.shape[0], self.n_gp
-        Xb = Xc.reshape(c // _BLOCK, _BLOCK, self.d)
-        Ks = self._cross(Xb)  # (k, nb, B, n)
-        mean = self.model.mean_module(Xc.expand(k, c, self.d)) + (Ks * self._alpha[:, None, None, :]).sum(-1).reshape(k, c)
-        v = torch.matmul(Ks, self._LinvT.unsqueeze(1))  # (k, nb, B, n): rows of (L^-1 k*)^T
-        var = (self._outputscale()[:, None] - v.mul_(v).sum(-1).reshape(k, c)).clamp_min(0.0)
-        return mean, var
-
     def _to_output(self, mean: torch.Tensor, var: torch.Tensor, include_pca_residual: bool = True):
         """Standardised GP moments ``(k, c)`` -> output space ``(c, m)`` numpy."""
         mean = mean.T * self._t_std + self._t_mean  # (c, k)
@@ -470,15 +619,24 @@ class GPEmulator:
 
     # ------------------------------------------------------------ prediction
 
+    def _predictor(self) -> _Predictor:
+        if getattr(self, "_pred", None) is None:
+            self._pred = _Predictor(self)
+        return self._pred
+
+    @property
+    def block_rows(self) -> int:
+        """Rows per prediction block (fixed per emulator: about 2^17 entries of ``(n_gp, rows, n_train)``)."""
+        return _block_rows(self.n_gp, self.n_train)
+
     def chunk_size_for(self, memory_bytes: float = 256 * 2**20) -> int:
-        """Rows per chunk: at most what keeps one chunk's working arrays (about 8 of
-        ``(n_gp, chunk, n_train)`` float64, plus the outputs) within ``memory_bytes``, and at
-        most what keeps one such array near 2 MiB (cache-sized chunks run ~2x faster than
-        large ones), but at least 64 rows (per-chunk overhead)."""
-        row = 8 * self.n_gp * (self.n_train + self.d + 4)  # bytes of one working-array row
-        budget_rows = memory_bytes // (8 * row + 8 * 6 * self.n_outputs)
-        cache_rows = max(64, (2 * 2**20) // row)
-        return int(max(_BLOCK, min(budget_rows, cache_rows)) // _BLOCK * _BLOCK)
+        """Rows per chunk: a multiple of :attr:`block_rows`, at most 64 blocks, and at most what
+        keeps a chunk's rows of input and of the two outputs (``8 (d + 2 m)`` bytes a row), plus
+        the per-thread block arrays, within ``memory_bytes``; at least one block."""
+        B = self.block_rows
+        scratch = 8 * self.n_gp * B * (3 * self.n_train + self.d + 4)  # one worker's block arrays
+        rows = (memory_bytes - scratch) // (8 * (self.d + 2 * self.n_outputs))
+        return int(max(B, min(_CHUNK_BLOCKS * B, rows // B * B)))
 
     def predict(
         self,
@@ -488,6 +646,7 @@ class GPEmulator:
         include_noise: bool = False,
         include_pca_residual: bool = True,
         memory_bytes: float = 256 * 2**20,
+        threads: int | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Predictive mean and variance at ``X (n, d)`` in the unit cube.
 
@@ -497,13 +656,17 @@ class GPEmulator:
         basis, ``var`` is ``diag(W diag(var_z) W^T)`` plus (``include_pca_residual``) the
         discarded components' variance.
 
-        Candidates go through in chunks of ``chunk_size`` rows (default
-        :meth:`chunk_size_for`: cache-sized, never more than ``memory_bytes`` = 256 MiB of
-        working arrays); the result does not depend on the chunking, bit for bit (rows go
-        through BLAS in fixed blocks of 32, the last one padded). Only the
-        returned arrays scale with ``n``. Chunks of up to 1e6 covariance entries (the default
-        ones) run on one torch thread: on a shared 2-core machine, 2 threads made the
-        1e6 x 20 prediction 7x slower; pass a larger ``chunk_size`` to use torch's threads.
+        Rows go through in blocks of :attr:`block_rows` rows (fixed per emulator, the last
+        block of a chunk padded), each written straight into the returned arrays, so working
+        memory is a few MiB per thread whatever ``n`` is: only the returned arrays scale with
+        ``n``. The result does not depend on the chunking, bit for bit (every matrix product
+        has the block's fixed shape). ``chunk_size`` (default :meth:`chunk_size_for`
+        ``(memory_bytes)``) is the number of rows a thread takes at a time.
+
+        ``threads``: worker threads, each taking chunks of blocks with one torch/MKL thread
+        (results do not depend on it). Default 1: on the shared 2-core machine (load 5-6) the
+        1e6 x 20 prediction took 45-50 s on 1 thread and 40-55 s on 2; blocks are independent,
+        so more threads should help on an idle multi-core machine (not measured here).
         """
         Xn = _check_X(X, "X", self.d)
         n = Xn.shape[0]
@@ -512,23 +675,36 @@ class GPEmulator:
         chunk_size = int(chunk_size)
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        threads = _PREDICT_THREADS if threads is None else int(threads)
+        if threads < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
+        P = self._predictor()
+        B = P.rows
         mean = np.empty((n, self.n_outputs))
         var = np.empty((n, self.n_outputs))
-        noise = self._noise() if include_noise else None
-        nthreads = torch.get_num_threads()
-        small = self.n_gp * (chunk_size + _BLOCK) * self.n_train <= _SMALL_PREDICT  # one thread for cache-sized chunks
-        with torch.no_grad(), _threads(1 if small else nthreads):
-            for i in range(0, n, chunk_size):
-                Xc = torch.from_numpy(np.ascontiguousarray(Xn[i : i + chunk_size]))
-                c = Xc.shape[0]
-                pad = -c % _BLOCK  # pad to whole blocks (fixed-shape BLAS calls, see _predict_std)
-                if pad:
-                    Xc = torch.cat([Xc, Xc[:1].expand(pad, self.d)])
-                mu, v = self._predict_std(Xc)
-                if noise is not None:
-                    v = v + noise[:, None]
-                mu, v = self._to_output(mu, v, include_pca_residual)
-                mean[i : i + c], var[i : i + c] = mu[:c], v[:c]
+        chunks = [(i, min(i + chunk_size, n)) for i in range(0, n, chunk_size)]
+
+        def work(it, lock):
+            torch.set_num_threads(1)  # torch's and MKL's thread settings are per thread: set them in each
+            w = _Scratch(P)
+            while True:
+                with lock:
+                    chunk = next(it, None)
+                if chunk is None:
+                    return
+                for a in range(chunk[0], chunk[1], B):
+                    e = min(a + B, chunk[1])
+                    P.block(w, Xn[a:e], mean[a:e], var[a:e], include_noise, include_pca_residual)
+
+        threads = min(threads, len(chunks))
+        it, lock = iter(chunks), threading.Lock()
+        with torch.no_grad(), _threads(1):
+            if threads == 1:
+                work(it, lock)
+            else:
+                with ThreadPoolExecutor(threads) as ex:
+                    for f in [ex.submit(work, it, lock) for _ in range(threads)]:
+                        f.result()
         return mean, var
 
     # ------------------------------------------------------------ diagnostics

@@ -2,13 +2,15 @@
 random search on average, the result contract, seeding, infeasible points, a Problem, errors.
 
 Budgets (stated in README "Bayesian optimisation"): within 1 % of the optimum in 40
-evaluations on Branin (seed 0) and 35 on Hartmann6 (seed 3); better than random search of
-the same budget, 20 evaluations, on average over 3 seeds for both. A BO run is
-prefix-consistent (its first k points do not depend on the budget; tested below), so the
-budget-20 comparison reads the longer runs' traces. On Hartmann6, LogEI finds the global
-basin on some seeds only (the others settle in the local minimum -3.2032, 3.6 % above);
-``benchmarks/bayesopt.py`` reports the success rates over more seeds. Test time is the
-limit here: the whole file must stay under a minute on a loaded 2-core machine.
+evaluations on Branin (seed 0) and 100 on Hartmann6 (seed 0, the first seed, not one picked
+because it passes); better than random search of the same budget, 20 evaluations, on
+average over 3 seeds for both. A BO run is prefix-consistent (its first k points do not
+depend on the budget; tested below), so the budget-20 comparison reads the longer runs'
+traces. On Hartmann6, LogEI first settles in the local minimum -3.2032 (3.6 % above) on
+most seeds; the stagnation-triggered exploration (``n_explore``) then searches outside that
+basin, which is what brings seed 0 to the global one. ``benchmarks/bayesopt.py`` reports
+the success rates over 10 seeds (not all succeed). Test time is the limit here: the whole
+file must stay under a minute on a loaded 2-core machine.
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ def test_test_functions_have_the_stated_minima():
 
 
 COMPARE_BUDGET = 20
+HARTMANN6_BUDGET = 100
 
 
 def _runs(f, bounds, first_seed, first_budget, other_seeds):
@@ -83,7 +86,7 @@ def branin_runs():
 
 @pytest.fixture(scope="module")
 def hartmann_runs():
-    return _runs(hartmann6, [[0.0, 1.0]] * 6, 3, 35, (4, 0))
+    return _runs(hartmann6, [[0.0, 1.0]] * 6, 0, HARTMANN6_BUDGET, (1, 2))
 
 
 def _better_on_average(bo, rs):
@@ -105,11 +108,13 @@ def test_branin_within_one_percent_and_better_than_random_search(branin_runs):
 def test_hartmann6_within_one_percent_and_better_than_random_search(hartmann_runs):
     bo, rs = hartmann_runs
     r = bo[0]
-    assert r.n_evaluations == 35
-    assert r.best_J <= HARTMANN6_MIN + 0.01 * abs(HARTMANN6_MIN), r.best_J
+    assert r.n_evaluations == HARTMANN6_BUDGET
+    assert r.best_J <= HARTMANN6_MIN + 0.01 * abs(HARTMANN6_MIN), (r.best_J, r.attrs["n_explore"])
     _better_on_average(bo, rs)
     assert np.all(np.diff(r.best_so_far) <= 0) and r.best_so_far[-1] == r.best_J
-    assert (r.batch[:13] == 0).all() and (r.batch[13:] == np.arange(1, 23)).all()  # n_init = 2 d + 1
+    assert (r.batch[:13] == 0).all() and (r.batch[13:] == np.arange(1, HARTMANN6_BUDGET - 12)).all()  # n_init = 2 d + 1
+    assert r.attrs["explore"] and r.attrs["n_explore"] >= 1  # it left the local basin by exploring
+    assert r.to_xarray().attrs["n_explore"] == r.attrs["n_explore"]
 
 
 def test_result_contract_netcdf_round_trip_and_plot(branin_runs, tmp_path):

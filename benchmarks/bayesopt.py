@@ -32,24 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 import calibration as cal  # noqa: E402
 from calibration.bayesopt import plot_best_J  # noqa: E402
-
-BRANIN_MIN, HARTMANN6_MIN = 0.397887, -3.32237
-
-
-def branin(x):
-    x1, x2 = x[:, 0], x[:, 1]
-    return (x2 - 5.1 / (4 * np.pi**2) * x1**2 + 5 / np.pi * x1 - 6) ** 2 + 10 * (1 - 1 / (8 * np.pi)) * np.cos(x1) + 10
-
-
-_A = np.array([[10, 3, 17, 3.5, 1.7, 8], [0.05, 10, 17, 0.1, 8, 14], [3, 3.5, 1.7, 10, 17, 8], [17, 8, 0.05, 10, 0.1, 14]])
-_P = 1e-4 * np.array([[1312, 1696, 5569, 124, 8283, 5886], [2329, 4135, 8307, 3736, 1004, 9991],
-                      [2348, 1451, 3522, 2883, 3047, 6650], [4047, 8828, 8732, 5743, 1091, 381]])
-_ALPHA = np.array([1.0, 1.2, 3.0, 3.2])
-
-
-def hartmann6(x):
-    r = np.einsum("kj,nkj->nk", _A, (x[:, None, :] - _P[None]) ** 2)
-    return -(np.exp(-r) @ _ALPHA)
+from calibration.test_functions import BRANIN_MIN, HARTMANN6_MIN, branin, hartmann6  # noqa: E402
 
 
 def twin_problem():

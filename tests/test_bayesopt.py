@@ -30,26 +30,7 @@ import torch
 
 import calibration as cal
 from calibration.bayesopt import Objective
-
-BRANIN_BOUNDS = [[-5.0, 10.0], [0.0, 15.0]]
-BRANIN_MIN = 0.397887
-HARTMANN6_MIN = -3.32237
-
-
-def branin(x):
-    x1, x2 = x[:, 0], x[:, 1]
-    return (x2 - 5.1 / (4 * np.pi**2) * x1**2 + 5 / np.pi * x1 - 6) ** 2 + 10 * (1 - 1 / (8 * np.pi)) * np.cos(x1) + 10
-
-
-_A = np.array([[10, 3, 17, 3.5, 1.7, 8], [0.05, 10, 17, 0.1, 8, 14], [3, 3.5, 1.7, 10, 17, 8], [17, 8, 0.05, 10, 0.1, 14]])
-_P = 1e-4 * np.array([[1312, 1696, 5569, 124, 8283, 5886], [2329, 4135, 8307, 3736, 1004, 9991],
-                      [2348, 1451, 3522, 2883, 3047, 6650], [4047, 8828, 8732, 5743, 1091, 381]])
-_ALPHA = np.array([1.0, 1.2, 3.0, 3.2])
-
-
-def hartmann6(x):
-    r = np.einsum("kj,nkj->nk", _A, (x[:, None, :] - _P[None]) ** 2)
-    return -(np.exp(-r) @ _ALPHA)
+from calibration.test_functions import BRANIN_BOUNDS, BRANIN_MIN, HARTMANN6_ARGMIN, HARTMANN6_MIN, branin, hartmann6
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -62,7 +43,7 @@ def one_thread():
 
 def test_test_functions_have_the_stated_minima():
     np.testing.assert_allclose(branin(np.array([[-np.pi, 12.275], [np.pi, 2.275], [9.42478, 2.475]])), BRANIN_MIN, atol=1e-6)
-    xh = np.array([[0.20169, 0.150011, 0.476874, 0.275332, 0.311652, 0.6573]])
+    xh = HARTMANN6_ARGMIN[None]
     np.testing.assert_allclose(hartmann6(xh), HARTMANN6_MIN, atol=1e-5)
 
 

@@ -4,7 +4,7 @@ The twin is the one of ``make demo``: FR-Fon and FI-Hyy, 2020-06-01 .. 2020-07-3
 means of latent (Qle) and sensible (Qh) heat flux (2 x 2 x 61 = 244 data), 10 % noise
 (std = 0.1 x each (variable, site) series' std, seed 0), the three parameters Morris
 screening keeps (``ailand screen --sites FR-Fon,FI-Hyy --start 2020-06-01 --end 2020-07-31
---outputs Qle,Qh --keep 3``: RSMIN, THETA_PWP, KSAT), truth = the seeded draw
+--outputs Qle,Qh --keep 3``: RSMIN, THETA_PWP, ROOT_BETA), truth = the seeded draw
 ``calibration.cli.draw_truth(space, names, seed=0)``.
 
 1. **Variational + MCMC** as in ``make demo``: the shipped emulator (or
@@ -60,7 +60,7 @@ from calibration.history_matching.compare import format_table, noise_nth, nroy_v
 
 OUT = Path("runs/hm_twin")
 SITES, START, END = ["FR-Fon", "FI-Hyy"], "2020-06-01", "2020-07-31"
-PARAMS = ["RSMIN", "THETA_PWP", "KSAT"]  # what `ailand screen ... --keep 3` keeps for this case (make demo)
+PARAMS = ["RSMIN", "THETA_PWP", "ROOT_BETA"]  # what `ailand screen ... --keep 3` keeps for this case (make demo)
 N_WAVES, RUNS, CUTOFF, N_MC = 10, 40, 3.0, 50_000
 N_STARTS, MCMC_STEPS = 2, 300  # make demo: 4 and 500; modest here (the posterior is unimodal and Gaussian-like)
 TRAINED = Path("runs/emulator/emulator.pt")  # as make demo: a trained emulator if there is one

@@ -1,0 +1,239 @@
+"""Calibration benchmark: what a variational calibration costs with the physics and with the
+emulator, and what an adjoint buys over finite differences.
+
+The problem is a twin experiment (:class:`calibration.TwinExperiment`): daily Qle and Qh at
+``--sites`` over ``--start .. --end``, 10 % noise, truth RSMIN=180, LAI_SCALE=1.3,
+ALB_VEG=0.16 (defaults 100, 1.0, 0.20), the float64 eager physics with its hourly step as the
+truth model, both models from the same spun-up start state. Sections:
+
+gradient     one J(x) and one dJ/dx at the prior mean: autograd (one forward + backward) vs
+             central finite differences (2d forwards, sent as 2d members of one batched run,
+             and as 2d separate runs), for the physics and the emulator; cost in units of one
+             J evaluation and the largest relative difference between the gradients.
+variational  L-BFGS-B from the prior mean (one start) to convergence: (a) physics with the
+             autograd gradient, (b) physics with scipy's own 2-point finite differences
+             (``jac=None``, what a tool without an adjoint does), (c) emulator with autograd,
+             R = noise only, (d) emulator with its error in R (two-pass estimate, as
+             ``TwinExperiment`` does for a fraternal twin; the estimate's runs are counted).
+             Forward runs (members evaluated), wall time, final J, distance to the truth in
+             posterior sigmas.
+mcmc         emcee on the emulator Problem of (d): wall time per 1000 walker-steps, and the
+             same per physics J evaluation as a projection (not run: it would take hours).
+
+    .venv/bin/python benchmarks/calibration.py --threads 1           # ~10-20 min on 2 cores
+    .venv/bin/python benchmarks/calibration.py --quick               # smoke run, ~2 min
+
+Prints a table per section and writes JSON (``--out``, default
+``benchmarks/results/calibration.json``; ``--quick``: ``/tmp/bench/calibration_quick.json``).
+Timings on the shared 2-core machine are noisy: compare ratios measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import platform
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+# this file is called calibration.py: keep its folder off the path so `import calibration` is the package
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+TRUTH = {"RSMIN": 180.0, "LAI_SCALE": 1.3, "ALB_VEG": 0.16}
+
+
+def timed(fn, repeat: int = 1):
+    """(best wall time [s], last result) over ``repeat`` calls."""
+    best, out = np.inf, None
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t0)
+    return best, out
+
+
+def gradient_section(problem, x0, label: str, repeat: int) -> dict:
+    """J, autograd dJ/dx and central-FD dJ/dx at ``x0`` for one Problem."""
+    import torch
+
+    d = x0.size
+    t_J, J0 = timed(lambda: problem.cost(x0), repeat)
+    t_g, g = timed(lambda: problem.gradient(x0), repeat)
+    h = 1e-4 * np.maximum(np.abs(x0), 1e-8)  # relative step in physical units
+    X = np.vstack([x0 + np.eye(d)[j] * h[j] * s for j in range(d) for s in (1.0, -1.0)])  # (2d, d)
+
+    def fd_batched():
+        J = np.asarray(problem.cost(X), dtype=float)
+        return (J[0::2] - J[1::2]) / (2 * h)
+
+    def fd_loop():
+        J = np.array([float(problem.cost(row)) for row in X])
+        return (J[0::2] - J[1::2]) / (2 * h)
+
+    t_fdb, g_fd = timed(fd_batched, repeat)
+    t_fdl, _ = timed(fd_loop, 1)
+    rel = float(np.max(np.abs(np.asarray(g) - g_fd) / np.maximum(np.abs(g_fd), 1e-12)))
+    del torch
+    return {
+        "model": label, "J": float(J0), "t_J_s": t_J, "t_grad_autograd_s": t_g,
+        "grad_cost_in_J": t_g / t_J, "t_grad_fd_batched_s": t_fdb, "fd_batched_cost_in_J": t_fdb / t_J,
+        "t_grad_fd_loop_s": t_fdl, "fd_loop_cost_in_J": t_fdl / t_J, "fd_evaluations": 2 * d,
+        "max_rel_diff_autograd_vs_fd": rel,
+    }
+
+
+def lbfgs_fd(problem, x0, maxiter: int = 200):
+    """L-BFGS-B in the standardised control u with scipy's 2-point FD gradient (no adjoint)."""
+    import scipy.optimize
+
+    ub = problem.u_bounds
+    bounds = [(lo, hi) for lo, hi in ub]
+    res = scipy.optimize.minimize(lambda u: float(problem.cost(problem.from_u(np.clip(u, ub[:, 0], ub[:, 1])))),
+                                  problem.to_u(x0), method="L-BFGS-B", bounds=bounds,
+                                  options={"maxiter": maxiter, "ftol": 1e-12, "gtol": 1e-8})
+    return problem.from_u(np.clip(res.x, ub[:, 0], ub[:, 1])), float(res.fun), int(res.nit), bool(res.success)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sites", default="FR-Fon,FI-Hyy")
+    p.add_argument("--start", default="2020-06-01")
+    p.add_argument("--end", default="2020-07-31")
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (1 on a loaded machine)")
+    p.add_argument("--repeat", type=int, default=3, help="repeats of each gradient timing (best of)")
+    p.add_argument("--mcmc-steps", type=int, default=300)
+    p.add_argument("--only", default="gradient,variational,mcmc")
+    p.add_argument("--quick", action="store_true", help="one site, 10 days, fewer repeats (smoke run)")
+    p.add_argument("--out", default=None)
+    args = p.parse_args(argv)
+    if args.quick:
+        args.sites, args.start, args.end, args.repeat, args.mcmc_steps = "FR-Fon", "2020-06-01", "2020-06-10", 1, 50
+    out = Path(args.out or (ROOT / "benchmarks" / "results" / "calibration.json" if not args.quick
+                            else "/tmp/bench/calibration_quick.json"))
+    only = set(args.only.split(","))
+
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    warnings.filterwarnings("ignore", message=".*outside the training range.*")
+    import ailand
+    import calibration as cal
+    from ailand.emulator import Emulator
+
+    result = {
+        "benchmark": "calibration", "date": _dt.datetime.now().isoformat(timespec="seconds"),
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                    "load_average_start": os.getloadavg()},
+        "setup": {"sites": args.sites, "period": f"{args.start}..{args.end}", "truth": TRUTH, "noise": 0.1,
+                  "observe": "daily Qle, Qh", "truth_model": "ToyEcLand float64 eager, dt 3600 s",
+                  "emulator": "Emulator.default() (data/emulator/default.pt, 6-hourly)"},
+    }
+    physics = ailand.ToyEcLand(dtype=torch.float64, compile=False)
+    emulator = Emulator.default()
+    forcing = ailand.synthetic_forcing(args.sites.split(","), args.start, args.end, seed=0)
+    space = physics.space.subset(list(TRUTH))
+    observe = cal.Observe(["Qle", "Qh"], freq="1D")
+    t0 = time.perf_counter()
+    phys = cal.TwinExperiment(physics, forcing, space, TRUTH, observe, noise=0.1, seed=0, spinup_years=1)
+    emu = cal.TwinExperiment(physics, forcing, space, TRUTH, observe, noise=0.1, seed=0, state0=phys.state0,
+                             forward_model=emulator)
+    result["setup"]["n_obs"] = int(phys.y.size)
+    result["setup"]["setup_s"] = time.perf_counter() - t0
+    x0 = np.asarray(phys.problem.x_b, dtype=float)
+    print(f"twin: {phys.y.size} observations, {len(TRUTH)} parameters; set-up {result['setup']['setup_s']:.1f} s")
+
+    if "gradient" in only:
+        rows = [gradient_section(phys.problem, x0, "physics", args.repeat),
+                gradient_section(emu.problem, x0, "emulator", args.repeat)]
+        result["gradient"] = rows
+        print("\ngradient of J at the prior mean (cost in units of one J evaluation)")
+        print(f"{'model':10s} {'J [s]':>8s} {'autograd':>9s} {'FD batched':>11s} {'FD loop':>9s} {'max rel diff':>13s}")
+        for r in rows:
+            print(f"{r['model']:10s} {r['t_J_s']:8.3f} {r['grad_cost_in_J']:9.2f} {r['fd_batched_cost_in_J']:11.2f} "
+                  f"{r['fd_loop_cost_in_J']:9.2f} {r['max_rel_diff_autograd_vs_fd']:13.2e}")
+
+    if "variational" in only or "mcmc" in only:
+        rows = []
+
+        def var_row(label, problem, run, truth=np.array(list(TRUTH.values()))):
+            r0 = problem.n_forward_runs
+            t, res = timed(run)
+            x, J, std = res["x"], res["J"], res.get("std")
+            row = {"case": label, "forward_runs": int(problem.n_forward_runs - r0) + res.get("extra_runs", 0),
+                   "wall_s": t + res.get("extra_s", 0.0), "J": J, "x": dict(zip(TRUTH, map(float, x))),
+                   "truth_rmse_obs": phys.rmse(x, model="truth"), **res.get("info", {})}
+            if std is not None:
+                row["std"] = dict(zip(TRUTH, map(float, std)))
+                row["z_truth"] = dict(zip(TRUTH, map(float, (x - truth) / std)))
+            rows.append(row)
+            print(f"{label:34s} runs {row['forward_runs']:5d}  {row['wall_s']:7.1f} s  J {J:10.3f}  "
+                  f"physics obs RMSE {row['truth_rmse_obs']:.3f}")
+            return res
+
+        print(f"\nvariational, one start from the prior mean (noise std RMS "
+              f"{float(np.sqrt(np.mean(phys.obs_std**2))):.3f} W m-2)")
+
+        def run_var(problem):
+            def go():
+                r = cal.variational(problem, n_starts=1, seed=0)
+                return {"x": r.x, "J": r.J, "std": r.std, "info": {"nit": int(r.nit[0])}}
+            return go
+
+        if "variational" in only:
+            var_row("physics, autograd gradient", phys.problem, run_var(phys.problem))
+
+            def go_fd():
+                x, J, nit, ok = lbfgs_fd(phys.problem, x0)
+                return {"x": x, "J": J, "info": {"nit": nit, "success": ok}}
+            var_row("physics, finite-difference gradient", phys.problem, go_fd)
+            p_noerr = cal.Problem(emu.forward, emu.y, obs_std=emu.obs_std, prior=space)
+            var_row("emulator, R = noise only", p_noerr, run_var(p_noerr))
+
+        def go_err():
+            t1 = time.perf_counter()
+            r_runs0 = emu.problem.n_forward_runs
+            emu.estimate_model_error(n_starts=1)
+            est_s = time.perf_counter() - t1
+            r = cal.variational(emu.problem, n_starts=1, seed=0, starts=emu.model_error_info["pass1_x"][None])
+            i = emu.model_error_info
+            return {"x": r.x, "J": r.J, "std": r.std, "extra_runs": i["inference_runs"], "extra_s": est_s,
+                    "info": {"nit": int(r.nit[0]), "model_error_physics_runs": i["reference_runs"],
+                             "model_error_estimate_s": est_s}}
+        var_row("emulator, emulator error in R", emu.problem, go_err)
+        result["variational"] = rows
+
+    if "mcmc" in only:
+        from calibration import mcmc
+
+        walkers = 16
+        t, res = timed(lambda: mcmc(emu.problem, n_walkers=walkers, n_steps=args.mcmc_steps, seed=0,
+                                    start=None, progress=False))
+        per_1000 = t / (walkers * args.mcmc_steps) * 1000
+        t_phys_J = next((r["t_J_s"] for r in result.get("gradient", []) if r["model"] == "physics"), None)
+        if t_phys_J is None:
+            t_phys_J, _ = timed(lambda: phys.problem.cost(x0))
+        t_emu_batch, _ = timed(lambda: emu.problem.cost(np.tile(x0, (walkers, 1))), args.repeat)
+        result["mcmc"] = {"walkers": walkers, "steps": args.mcmc_steps, "wall_s": t, "s_per_1000_walker_steps": per_1000,
+                          "acceptance": float(np.mean(res.acceptance)), "tau_max": float(np.max(res.tau)),
+                          "physics_projection_s_per_1000_walker_steps": t_phys_J * 1000,
+                          "emulator_J_batch_of_walkers_s": t_emu_batch,
+                          "note": "physics projection = 1000 x one physics J evaluation (not run)"}
+        print(f"\nmcmc on the emulator: {walkers} walkers x {args.mcmc_steps} steps in {t:.1f} s = {per_1000:.2f} s per "
+              f"1000 walker-steps; physics (projected, one J per walker-step): {t_phys_J * 1000:.0f} s")
+
+    result["machine"]["load_average_end"] = os.getloadavg()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2, default=float))
+    print(f"\nwrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -33,12 +33,7 @@ from calibration.bayesopt import Objective
 from calibration.test_functions import BRANIN_BOUNDS, BRANIN_MIN, HARTMANN6_ARGMIN, HARTMANN6_MIN, branin, hartmann6
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # a shared 2-core machine: intra-op threads only wait on each other
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def test_test_functions_have_the_stated_minima():

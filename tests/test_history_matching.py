@@ -17,7 +17,6 @@ matplotlib.use("Agg")
 
 import numpy as np
 import pytest
-import torch
 import xarray as xr
 
 from ailand import ParameterSpace
@@ -27,12 +26,7 @@ FAST = dict(n_iter=100, n_restarts=1)
 TIMING = ["run_time", "gp_fit_time"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def line(x):

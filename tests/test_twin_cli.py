@@ -16,7 +16,6 @@ matplotlib.use("Agg")
 
 import numpy as np
 import pytest
-import torch
 
 from ailand import cli
 
@@ -24,12 +23,7 @@ TINY = ["--sites", "FR-Fon", "--start", "2020-06-01", "--end", "2020-06-10", "--
         "--spinup-years", "0", "--methods", "variational", "--n-starts", "1"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def test_twin_is_registered_through_the_entry_point():

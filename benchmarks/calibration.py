@@ -19,6 +19,12 @@ variational  L-BFGS-B from the prior mean (one start) to convergence: (a) physic
              posterior sigmas.
 mcmc         emcee on the emulator Problem of (d): wall time per 1000 walker-steps, and the
              same per physics J evaluation as a projection (not run: it would take hours).
+model_error  ways to put the emulator's error into the calibration, each a one-start
+             variational on the emulator: R = noise only; + diag(S) only; mean bias subtracted
+             from y with R = noise + cov(D); R = noise + S from prior draws (one pass); the
+             two-pass estimate of ``TwinExperiment``. Distance of each optimum to the truth
+             and to the physics optimum (the variational section's, else an FD L-BFGS-B run),
+             in the emulator posterior's sigmas.
 
     .venv/bin/python benchmarks/calibration.py --threads 1           # ~10-20 min on 2 cores
     .venv/bin/python benchmarks/calibration.py --quick               # smoke run, ~2 min
@@ -41,30 +47,21 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+from common import best_time  # benchmarks/common.py, found before the folder leaves the path
 
 ROOT = Path(__file__).resolve().parent.parent
-# this file is called calibration.py: keep its folder off the path so `import calibration` is the package
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+# this file is named like the package it measures (as benchmarks/sensitivity.py): drop its own
+# folder from the path so that `import calibration` finds the package, not this script
+sys.path[:] = [p for p in sys.path if Path(p or os.getcwd()).resolve() != Path(__file__).resolve().parent]
 TRUTH = {"RSMIN": 180.0, "LAI_SCALE": 1.3, "ALB_VEG": 0.16}
-
-
-def timed(fn, repeat: int = 1):
-    """(best wall time [s], last result) over ``repeat`` calls."""
-    best, out = np.inf, None
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t0)
-    return best, out
+SECTIONS = ("gradient", "variational", "mcmc", "model_error")
 
 
 def gradient_section(problem, x0, label: str, repeat: int) -> dict:
     """J, autograd dJ/dx and central-FD dJ/dx at ``x0`` for one Problem."""
-    import torch
-
     d = x0.size
-    t_J, J0 = timed(lambda: problem.cost(x0), repeat)
-    t_g, g = timed(lambda: problem.gradient(x0), repeat)
+    t_J, J0 = best_time(lambda: problem.cost(x0), repeat)
+    t_g, g = best_time(lambda: problem.gradient(x0), repeat)
     h = 1e-4 * np.maximum(np.abs(x0), 1e-8)  # relative step in physical units
     X = np.vstack([x0 + np.eye(d)[j] * h[j] * s for j in range(d) for s in (1.0, -1.0)])  # (2d, d)
 
@@ -76,10 +73,9 @@ def gradient_section(problem, x0, label: str, repeat: int) -> dict:
         J = np.array([float(problem.cost(row)) for row in X])
         return (J[0::2] - J[1::2]) / (2 * h)
 
-    t_fdb, g_fd = timed(fd_batched, repeat)
-    t_fdl, _ = timed(fd_loop, 1)
+    t_fdb, g_fd = best_time(fd_batched, repeat)
+    t_fdl, _ = best_time(fd_loop, 1)
     rel = float(np.max(np.abs(np.asarray(g) - g_fd) / np.maximum(np.abs(g_fd), 1e-12)))
-    del torch
     return {
         "model": label, "J": float(J0), "t_J_s": t_J, "t_grad_autograd_s": t_g,
         "grad_cost_in_J": t_g / t_J, "t_grad_fd_batched_s": t_fdb, "fd_batched_cost_in_J": t_fdb / t_J,
@@ -108,7 +104,7 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (1 on a loaded machine)")
     p.add_argument("--repeat", type=int, default=3, help="repeats of each gradient timing (best of)")
     p.add_argument("--mcmc-steps", type=int, default=300)
-    p.add_argument("--only", default="gradient,variational,mcmc")
+    p.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}")
     p.add_argument("--quick", action="store_true", help="one site, 10 days, fewer repeats (smoke run)")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
@@ -164,7 +160,7 @@ def main(argv=None) -> int:
 
         def var_row(label, problem, run, truth=np.array(list(TRUTH.values()))):
             r0 = problem.n_forward_runs
-            t, res = timed(run)
+            t, res = best_time(run)
             x, J, std = res["x"], res["J"], res.get("std")
             row = {"case": label, "forward_runs": int(problem.n_forward_runs - r0) + res.get("extra_runs", 0),
                    "wall_s": t + res.get("extra_s", 0.0), "J": J, "x": dict(zip(TRUTH, map(float, x))),
@@ -198,7 +194,6 @@ def main(argv=None) -> int:
 
         def go_err():
             t1 = time.perf_counter()
-            r_runs0 = emu.problem.n_forward_runs
             emu.estimate_model_error(n_starts=1)
             est_s = time.perf_counter() - t1
             r = cal.variational(emu.problem, n_starts=1, seed=0, starts=emu.model_error_info["pass1_x"][None])
@@ -213,13 +208,13 @@ def main(argv=None) -> int:
         from calibration import mcmc
 
         walkers = 16
-        t, res = timed(lambda: mcmc(emu.problem, n_walkers=walkers, n_steps=args.mcmc_steps, seed=0,
+        t, res = best_time(lambda: mcmc(emu.problem, n_walkers=walkers, n_steps=args.mcmc_steps, seed=0,
                                     start=None, progress=False))
         per_1000 = t / (walkers * args.mcmc_steps) * 1000
         t_phys_J = next((r["t_J_s"] for r in result.get("gradient", []) if r["model"] == "physics"), None)
         if t_phys_J is None:
-            t_phys_J, _ = timed(lambda: phys.problem.cost(x0))
-        t_emu_batch, _ = timed(lambda: emu.problem.cost(np.tile(x0, (walkers, 1))), args.repeat)
+            t_phys_J, _ = best_time(lambda: phys.problem.cost(x0))
+        t_emu_batch, _ = best_time(lambda: emu.problem.cost(np.tile(x0, (walkers, 1))), args.repeat)
         result["mcmc"] = {"walkers": walkers, "steps": args.mcmc_steps, "wall_s": t, "s_per_1000_walker_steps": per_1000,
                           "acceptance": float(np.mean(res.acceptance)), "tau_max": float(np.max(res.tau)),
                           "physics_projection_s_per_1000_walker_steps": t_phys_J * 1000,
@@ -228,8 +223,49 @@ def main(argv=None) -> int:
         print(f"\nmcmc on the emulator: {walkers} walkers x {args.mcmc_steps} steps in {t:.1f} s = {per_1000:.2f} s per "
               f"1000 walker-steps; physics (projected, one J per walker-step): {t_phys_J * 1000:.0f} s")
 
+    if "model_error" in only:
+        truth = np.array(list(TRUTH.values()))
+        x_phys = next((np.array(list(r["x"].values())) for r in result.get("variational", [])
+                       if r["case"] == "physics, autograd gradient"), None)
+        if x_phys is None:
+            x_phys = lbfgs_fd(phys.problem, x0)[0]
+        t0 = time.perf_counter()
+        me = cal.model_error(emu.forward, emu.truth_forward, space, n=32, seed=0)
+        D, obs_var = me.differences, emu.obs_std**2
+        variants = {
+            "R = noise only": (emu.y, np.diag(obs_var)),
+            "R = noise + diag(S), prior draws": (emu.y, np.diag(obs_var + np.diag(me.covariance))),
+            "y - mean bias, R = noise + cov(D)": (emu.y - me.bias, np.diag(obs_var) + np.cov(D.T)),
+            "R = noise + S, prior draws (1 pass)": (emu.y, me.total_covariance(emu.obs_std)),
+        }
+        rows = []
+        print("\nthe emulator's error in the calibration (one start each; sigmas are the emulator posterior's)")
+        for label, (y, R) in variants.items():
+            r = cal.variational(cal.Problem(emu.forward, y, R=R, prior=space), n_starts=1, seed=0)
+            rows.append((label, r.x, r.std))
+        twin2 = cal.TwinExperiment(physics, forcing, space, TRUTH, observe, noise=0.1, seed=0, state0=phys.state0,
+                                   forward_model=emulator)
+        twin2.estimate_model_error(n_starts=1)
+        r = cal.variational(twin2.problem, n_starts=1, seed=0, starts=twin2.model_error_info["pass1_x"][None])
+        rows.append(("R = noise + S around a first posterior (2 passes)", r.x, r.std))
+        out_rows = []
+        for label, x, sd in rows:
+            z_t, z_p = (x - truth) / sd, (x - x_phys) / sd
+            out_rows.append({"case": label, "x": dict(zip(TRUTH, map(float, x))), "std": dict(zip(TRUTH, map(float, sd))),
+                             "z_truth": dict(zip(TRUTH, map(float, z_t))), "z_physics_optimum": dict(zip(TRUTH, map(float, z_p)))})
+            print(f"{label:52s} |x - truth|/sd {np.array2string(np.abs(z_t), precision=2)}  "
+                  f"|x - physics optimum|/sd {np.array2string(np.abs(z_p), precision=2)}")
+        result["model_error"] = {"physics_optimum": dict(zip(TRUTH, map(float, x_phys))), "draws": 32,
+                                 "wall_s": time.perf_counter() - t0, "cases": out_rows}
+
     result["machine"]["load_average_end"] = os.getloadavg()
     out.parent.mkdir(parents=True, exist_ok=True)
+    if out.exists() and only != set(SECTIONS):  # --only some sections: keep the others' last results
+        previous = json.loads(out.read_text())
+        previous.update({k: v for k, v in result.items() if k in only})
+        previous.setdefault("partial_runs", []).append({"sections": sorted(only), "date": result["date"],
+                                                        "machine": result["machine"]})
+        result = previous
     out.write_text(json.dumps(result, indent=2, default=float))
     print(f"\nwrote {out}")
     return 0

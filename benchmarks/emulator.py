@@ -54,6 +54,8 @@ import time
 import warnings
 from pathlib import Path
 
+from common import peak_rss_mib  # benchmarks/common.py
+
 ROOT = Path(__file__).resolve().parent.parent
 SECTIONS = ("train", "rollout", "gradient", "onnx", "gpu")
 TARGETS = {"swvl1": 0.95, "stl1": 0.95, "snowc": 0.9, "Qle": 0.9}
@@ -71,12 +73,6 @@ QUICK_TRAIN = dict(
 
 
 # ---------------------------------------------------------------- helpers
-def peak_rss_mib() -> float:
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
 def rss_mib() -> float:
     try:
         with open("/proc/self/statm") as fh:
@@ -304,7 +300,6 @@ def section_gradient(args) -> dict:
 
     dtype = getattr(torch, args.grad_dtype)
     forcing = forcing_for(args.sites, args.days)
-    S = forcing.sizes["site"]
     phys = ailand.ToyEcLand(compile=False, dtype=dtype)
     space = phys.space
     names = list(space.names)

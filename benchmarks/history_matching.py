@@ -33,22 +33,18 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from common import peak_rss_mib  # benchmarks/common.py
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "history_matching.json"
 D, M = 5, 20
 SECTIONS = ("gp_fit", "predict", "classify", "together", "mogp")
-
-
-def peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def test_function(U: np.ndarray) -> np.ndarray:

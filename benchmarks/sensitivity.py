@@ -24,6 +24,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+from common import best_time  # benchmarks/common.py, found before the folder leaves the path
 
 # This file is named like the package it measures: drop its own folder from the path so
 # that `import sensitivity` finds the package, not this script.
@@ -53,15 +54,6 @@ def peak_mib(fn) -> float:
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     return peak / 2**20
-
-
-def best_time(fn, repeat: int) -> tuple[float, object]:
-    best, out = np.inf, None
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t0)
-    return best, out
 
 
 def compare(ours: dict, ref: dict) -> dict:

@@ -143,19 +143,25 @@ def _split(text) -> list[str]:
     return [t.strip() for t in str(text).split(",") if t.strip()]
 
 
-def check_params(space, text) -> list[str]:
-    """``--params`` -> names, validated against ``space``."""
+def check_names(text, allowed, option: str, example: str, what: str, owner: str) -> list[str]:
+    """Comma-separated ``text`` -> names, each in ``allowed`` and given once; a ValueError that
+    names ``option`` and the offending names otherwise."""
     names = _split(text)
     if not names:
-        raise ValueError("--params is empty; give comma-separated parameters, e.g. RSMIN,ALB_VEG")
-    bad = [n for n in names if n not in space.names]
+        raise ValueError(f"{option} is empty; give comma-separated {what}, e.g. {example}")
+    bad = [n for n in names if n not in allowed]
     if bad:
-        raise ValueError(f"--params: unknown parameter(s) {', '.join(repr(b) for b in bad)}; "
-                         f"the toy ecLand has {', '.join(space.names)}")
+        raise ValueError(f"{option}: unknown {what[:-1]}(s) {', '.join(repr(b) for b in bad)}; "
+                         f"{owner} {', '.join(allowed)}")
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
-        raise ValueError(f"--params: {dup} given more than once")
+        raise ValueError(f"{option}: {dup} given more than once")
     return names
+
+
+def check_params(space, text) -> list[str]:
+    """``--params`` -> names, validated against ``space``."""
+    return check_names(text, space.names, "--params", "RSMIN,ALB_VEG", "parameters", "the toy ecLand has")
 
 
 def params_from_csv(path) -> str:
@@ -209,17 +215,8 @@ def draw_truth(full_space, names, given=None, seed=0, tries=1000) -> dict[str, f
 
 
 def check_variables(text, produced) -> list[str]:
-    names = _split(text)
-    if not names:
-        raise ValueError("--observe is empty; give comma-separated variables, e.g. Qle,Qh")
-    bad = [n for n in names if n not in produced]
-    if bad:
-        raise ValueError(f"--observe: unknown variable(s) {', '.join(repr(b) for b in bad)}; "
-                         f"the model outputs {', '.join(produced)}")
-    dup = sorted({n for n in names if names.count(n) > 1})
-    if dup:
-        raise ValueError(f"--observe: {dup} given more than once")
-    return names
+    """``--observe`` -> names, validated against the model's outputs ``produced``."""
+    return check_names(text, list(produced), "--observe", "Qle,Qh", "variables", "the model outputs")
 
 
 def _check_args(args) -> list[str]:

@@ -13,10 +13,11 @@ draws (``bias``, shape ``(m,)``) and its spread (``std``, ``(m,)``), and the sec
     S = 1/n sum_k delta_k delta_k^T        (m, m), rank <= n,
 
 which a calibration adds to the observation error covariance: ``R = diag(obs_std^2) + S``
-(:meth:`ModelError.covariance`). ``delta`` is a systematic, time-correlated error, so its
-full matrix matters: with only its diagonal (independent errors) the posterior stays
-over-confident, and subtracting the mean bias over the prior makes the fit worse, because the
-bias depends on the parameters (both measured on the example twin; see the README).
+(:meth:`ModelError.covariance`). ``delta`` is a systematic, time-correlated error: its
+full matrix brings the emulator's optimum closest to the physics' own, its diagonal alone
+less close, and subtracting the mean bias over the prior makes the fit worse, because the
+bias depends on the parameters (``benchmarks/calibration.py --only model_error``; see the
+README).
 
 ``S`` from prior draws describes the emulator everywhere in the prior; near the posterior
 the error is smaller and different. :func:`local_draws` draws around a first posterior so
@@ -152,7 +153,7 @@ def local_draws(problem, x, A_control, n: int = 32, seed: int = 0, inflate: floa
     rng = np.random.default_rng(seed)
     x = np.asarray(x, dtype=float)
     z = np.asarray(problem.to_control(x), dtype=float)
-    L = np.linalg.cholesky(np.asarray(A_control, dtype=float) + 1e-300 * np.eye(len(z)))
+    L = np.linalg.cholesky(np.asarray(A_control, dtype=float))
     lo, hi = problem.bounds[:, 0], problem.bounds[:, 1]
     out = np.empty((0, len(z)))
     for _ in range(100):

@@ -303,9 +303,8 @@ class TwinExperiment:
         self.problem = Problem(self.forward, self.y, R=me2.total_covariance(self.obs_std), prior=self.space)
         self.model_error = me2
         self.model_error_info = {
-            "draws_per_pass": n, "pass1_x": r1.x, "pass1_std": r1.std, "pass1_runs": int(r1.n_forward_runs),
-            "reference_runs": 2 * n, "inference_runs": 2 * n + int(r1.n_forward_runs),
-            "wall_time": time.perf_counter() - t0, "prior_summary": me1.summary(), "local_summary": me2.summary(),
+            "draws_per_pass": n, "pass1_x": r1.x, "reference_runs": 2 * n,
+            "inference_runs": 2 * n + int(r1.n_forward_runs), "wall_time": time.perf_counter() - t0,
         }
         return me2
 
@@ -389,7 +388,8 @@ class TwinExperiment:
             attrs={"truth_model": type(self.model).__name__, "forward_model": type(self.forward_model).__name__,
                    "observe": f"{', '.join(self.observe.variables)} at {self.observe.freq}", "seed": self.seed,
                    "n_obs": int(self.y.size), **self._model_error_attrs()},
-            model_error=self.model_error_info.get("local_summary"), rmse_after_truth_model=rmse_truth_model,
+            model_error=None if self.model_error is None else self.model_error.summary(),
+            rmse_after_truth_model=rmse_truth_model,
         )
 
     def _model_error_attrs(self) -> dict:

@@ -38,9 +38,10 @@ The physics at the posterior mean fits the data to 2.673 W m-2 = 0.99 x the nois
 truth: 2.691; the prior mean: 8.96). ALB_VEG's truth lies 2.1 sigma from the posterior mean;
 the physics' own optimum of the same data is 0.1623 (``benchmarks/calibration.py``), 1.4 of
 its sigmas from the truth, so most of that is the noise draw, and the emulator mean is 0.7
-sigma from the physics one. Without the emulator's error in R (``model_error=False``), an
-earlier run on the same data gave RSMIN 206 +- 6, LAI_SCALE 1.223 +- 0.021, ALB_VEG 0.1443 +- 0.0015: the truth
-4-10 sigma away and the physics at that mean 2.0 x the noise. The same command line without
+sigma from the physics one. Without the emulator's error in R (``model_error=False``; the
+"emulator, R = noise only" row of ``benchmarks/calibration.py``, one start) the optimum is
+RSMIN 206.4, LAI_SCALE 1.223, ALB_VEG 0.1443: the truth 4-10 sigma away and the physics at
+that point 2.0 x the noise. The same command line without
 the physics check::
 
     ailand twin --sites FR-Fon,FI-Hyy --start 2020-06-01 --end 2020-07-31 \\

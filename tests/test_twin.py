@@ -100,6 +100,10 @@ def test_emulator_and_physics_posteriors_agree(twin, emulator_twin):
     # the same emulator without its error in R is over-confident: the check above is not vacuous
     p0 = cal.Problem(te.forward, te.y, obs_std=te.obs_std, prior=te.space)
     r0 = cal.variational(p0, n_starts=1, seed=0)
+    for label, mean, std in [("physics, noise only", phys.posterior_mean[0], phys.posterior_std[0]),
+                             ("emulator, noise only", r0.x, r0.std),
+                             ("emulator, noise + emulator error", emu.posterior_mean[0], emu.posterior_std[0])]:
+        print(f"{label:34s}" + "  ".join(f"{n} {m:.4g} +- {s:.2g}" for n, m, s in zip(emu.names, mean, std)))  # README table
     assert np.any(np.abs(r0.x - phys.posterior_mean[0]) > 2 * r0.std), (r0.x, r0.std)
 
 

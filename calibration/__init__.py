@@ -7,6 +7,7 @@
   ``log_posterior``, ``residuals``
 - :func:`variational` - multi-start L-BFGS-B on J, Gauss-Newton posterior
 - :func:`mcmc` - emcee on exp(-J)
+- :func:`eki`, :func:`esmda` - ensemble Kalman inversion (EKP defaults) and ES-MDA (:class:`EnsembleResult`)
 - :func:`bayesian_optimisation` - BoTorch GP + LogEI minimising J; :func:`random_search`,
   :func:`lhs_search` baselines (:class:`BayesOptResult`)
 - :func:`model_error` - an emulator's error against the physics, added to R in fraternal twins
@@ -16,6 +17,7 @@
 
 from .bayesopt import BayesOptResult, bayesian_optimisation, lhs_search, random_search
 from .discrepancy import ModelError, local_draws, model_error
+from .ensemble_kalman import EnsembleResult, eki, esmda
 from .forward import Forward, batched_jacobian
 from .history_matching.waves import HistoryMatching
 from .mcmc import MCMCResult, mcmc
@@ -29,4 +31,5 @@ __all__ = [
     "gauss_newton", "start_design", "batched_jacobian", "TwinExperiment", "TwinResult",
     "bayesian_optimisation", "BayesOptResult", "random_search", "lhs_search",
     "model_error", "ModelError", "local_draws", "HistoryMatching",
+    "eki", "esmda", "EnsembleResult",
 ]

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 FORWARDS = ("physics", "emulator")
-METHODS = ("variational", "mcmc", "bayesopt")
+METHODS = ("variational", "mcmc", "bayesopt", "eki", "esmda")
 
 
 def register(subparsers) -> None:
@@ -42,18 +42,23 @@ def register(subparsers) -> None:
     )
     add_twin_arguments(s, verb="calibrate", freq="1D")
     s.add_argument("--methods", default="variational",
-                   help="comma-separated subset of variational,mcmc,bayesopt (mcmc starts from the variational "
-                        "optimum when both run; bayesopt gives a point estimate); default variational")
+                   help="comma-separated subset of variational,mcmc,bayesopt,eki,esmda (mcmc starts from the "
+                        "variational optimum when both run; bayesopt gives a point estimate; eki/esmda: ensemble "
+                        "Kalman inversion and ES-MDA); default variational")
     s.add_argument("--bo-budget", type=int, default=40, help="bayesopt: forward runs (J evaluations); default 40")
     s.add_argument("--n-starts", type=int, default=4, help="variational starts; default 4")
     s.add_argument("--mcmc-steps", type=int, default=1000, help="MCMC steps per walker; default 1000")
     s.add_argument("--mcmc-walkers", type=int, default=None, help="MCMC walkers (default: the sampler's)")
+    s.add_argument("--n-ensemble", type=int, default=None, help="eki/esmda: ensemble members; default 10 x parameters")
+    s.add_argument("--n-iterations", type=int, default=None,
+                   help="eki: most updates (it stops at algorithm time 1, default cap 50); esmda: number of equal "
+                        "alphas (alpha = n); default 4")
     s.add_argument("--model-error-draws", type=int, default=32,
                    help="--forward emulator: parameter sets per pass used to estimate the emulator's error against "
                         "the physics, which is added to R (two passes: prior, then around a first posterior); default 32")
     s.add_argument("--no-model-error", action="store_true",
                    help="--forward emulator: leave the emulator's error out of R (over-confident; for comparison)")
-    s.add_argument("--progress", action="store_true", help="MCMC progress bar")
+    s.add_argument("--progress", action="store_true", help="progress bars (MCMC, bayesopt, eki, esmda)")
     s.add_argument("--out", default="runs/twin", help="output directory; default runs/twin")
     s.set_defaults(func=cmd_twin)
 
@@ -230,6 +235,10 @@ def _check_args(args) -> list[str]:
         raise ValueError(f"--bo-budget must be >= 2, got {args.bo_budget}")
     if args.mcmc_steps < 1:
         raise ValueError(f"--mcmc-steps must be >= 1, got {args.mcmc_steps}")
+    if args.n_ensemble is not None and args.n_ensemble < 2:
+        raise ValueError(f"--n-ensemble must be >= 2 (an ensemble needs at least 2 members), got {args.n_ensemble}")
+    if args.n_iterations is not None and args.n_iterations < 1:
+        raise ValueError(f"--n-iterations must be >= 1, got {args.n_iterations}")
     check_twin_args(args)
     if args.model_error_draws < 2:
         raise ValueError(f"--model-error-draws must be >= 2, got {args.model_error_draws}")
@@ -251,7 +260,8 @@ def cmd_twin(args) -> int:
           f"(noise {args.noise:g}, {args.spinup_years} spin-up year(s)); inference model {args.forward}; "
           f"truth {', '.join(f'{k}={v:.4g}' for k, v in twin.truth.items())}")
     res = twin.run(methods=methods, n_starts=args.n_starts, mcmc_steps=args.mcmc_steps,
-                   mcmc_walkers=args.mcmc_walkers, bo_budget=args.bo_budget, progress=args.progress)
+                   mcmc_walkers=args.mcmc_walkers, bo_budget=args.bo_budget, progress=args.progress,
+                   n_ensemble=args.n_ensemble, n_iterations=args.n_iterations)
     res.attrs.update({
         "command": "ailand " + " ".join(sys.argv[1:]) if sys.argv and "ailand" in Path(sys.argv[0]).name else "",
         "sites": ",".join(str(s) for s in forcing["site"].values),

@@ -32,13 +32,14 @@ from ailand import ParameterSpace
 
 from .bayesopt import bayesian_optimisation
 from .discrepancy import ModelError, local_draws, model_error
+from .ensemble_kalman.inversion import eki, esmda
 from .forward import Forward
 from .mcmc import mcmc
 from .observe import Observe
 from .problem import Problem
 from .variational import start_design, variational
 
-METHODS = ("variational", "mcmc", "bayesopt")
+METHODS = ("variational", "mcmc", "bayesopt", "eki", "esmda")
 
 
 @dataclass
@@ -334,13 +335,17 @@ class TwinExperiment:
 
     def run(self, methods: Sequence[str] | str = ("variational",), n_starts: int = 4, mcmc_steps: int = 1000,
             mcmc_walkers: int | None = None, maxiter: int = 200, progress: bool = False,
-            bo_budget: int = 40) -> TwinResult:
+            bo_budget: int = 40, n_ensemble: int | None = None, n_iterations: int | None = None) -> TwinResult:
         """Calibrate with each method and compare to the truth; returns a :class:`TwinResult`.
 
         ``"mcmc"`` starts from the variational optimum when ``"variational"`` ran before it
         (its runs are not counted in mcmc's), else from prior draws. ``"bayesopt"`` runs
         :func:`calibration.bayesian_optimisation` with ``bo_budget`` forward runs: BO gives a
-        point estimate (its best point), so its posterior std is NaN.
+        point estimate (its best point), so its posterior std is NaN. ``"eki"`` and ``"esmda"``
+        run :func:`calibration.ensemble_kalman.eki` / :func:`~calibration.ensemble_kalman.esmda`
+        with ``n_ensemble`` members (default 10 d); ``n_iterations`` caps EKI's updates (it
+        stops at algorithm time 1) and sets ES-MDA's ``alphas = (n,) * n`` (default 4). They
+        report the final ensemble's mean and std.
         """
         methods = [methods] if isinstance(methods, str) else list(methods)
         bad = [m for m in methods if m not in METHODS]
@@ -365,6 +370,13 @@ class TwinExperiment:
             elif m == "bayesopt":
                 res = bayesian_optimisation(p, budget=bo_budget, seed=self.seed, progress=progress)
                 mean, std = res.best_x, np.full(len(self.names), np.nan)
+            elif m == "eki":
+                res = eki(p, n_ensemble=n_ensemble, n_iterations=n_iterations, seed=self.seed, progress=progress)
+                mean, std = res.mean, res.std
+            elif m == "esmda":
+                k = 4 if n_iterations is None else int(n_iterations)
+                res = esmda(p, n_ensemble=n_ensemble, alphas=(float(k),) * k, seed=self.seed, progress=progress)
+                mean, std = res.mean, res.std
             else:
                 start = results.get("variational")
                 res = mcmc(p, n_walkers=mcmc_walkers, n_steps=mcmc_steps, seed=self.seed, start=start, progress=progress)

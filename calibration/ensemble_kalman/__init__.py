@@ -2,5 +2,6 @@
 cycling filter/smoother over a model."""
 
 from .analysis import enkf_pertobs
+from .inversion import EnsembleResult, eki, esmda
 
-__all__ = ["enkf_pertobs"]
+__all__ = ["eki", "esmda", "EnsembleResult", "enkf_pertobs"]

@@ -62,7 +62,7 @@ def gaspari_cohn(d, loc_rad):
     inner = 1 - 5 / 3 * r**2 + 5 / 8 * r**3 + 0.5 * r**4 - 0.25 * r**5
     rs = torch.where(r > 0, r, torch.ones_like(r))  # avoid 1/0 in the unused branch
     outer = 4 - 5 * rs + 5 / 3 * rs**2 + 5 / 8 * rs**3 - 0.5 * rs**4 + rs**5 / 12 - 2 / (3 * rs)
-    c = torch.where(r <= 1, inner, torch.where(r <= 2, outer, torch.zeros_like(r)))
+    c = torch.where(r <= 1, inner, torch.where(r < 2, outer, torch.zeros_like(r)))  # exactly 0 from r = 2
     return _like(c.clamp(0.0, 1.0), d)
 
 

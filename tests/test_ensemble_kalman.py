@@ -153,7 +153,7 @@ def test_letkf_beats_free_run_and_3dvar_climatology_and_smoother_beats_filter(sh
     assert ds.attrs["n_averaged"] == 200
     assert ds.attrs["rmse_a"] < 0.3 and ds.attrs["rmse_a"] < 0.7 * v3 and ds.attrs["rmse_a"] < 0.1 * free
     assert 0.5 < ds.attrs["spread_a"] / ds.attrs["rmse_a"] < 2.0
-    assert ds.attrs["rmse_s"] < ds.attrs["rmse_a"]
+    assert ds.attrs["rmse_s"] < 0.95 * ds.attrs["rmse_a"]  # the lag-3 smoother (rotations carried through the lag)
     for v in ("mean_a", "spread_a", "rmse_a", "innovation", "mean_s"):
         assert "units" in ds[v].attrs and "long_name" in ds[v].attrs
     ax = lt_plot(ds)

@@ -39,7 +39,7 @@ import numpy as np
 import torch
 import xarray as xr
 
-from .analysis import _t, check_ensemble, check_inflation, enkf_pertobs, etkf, letkf, post_process, rtpp, rtps
+from .analysis import _t, check_ensemble, check_inflation, enkf_pertobs, etkf, letkf, random_rotation, rtpp, rtps
 
 log = logging.getLogger(__name__)
 
@@ -308,8 +308,18 @@ class CyclingFilter:
                 Ea = rtpp(Ea, E, self.rtpp)
             if self.rtps:
                 Ea = rtps(Ea, E, self.rtps)
-            Ea = post_process(Ea, self.infl if self.infl_on == "posterior" else 1.0, self.rot, rng)
-            E = Ea
+            # DAPPER's post_process: E <- mean + Q (infl X); a smoother rotates its earlier times by the
+            # same Q (without inflation), so that member j stays one trajectory through the lag
+            f = self.infl if self.infl_on == "posterior" else 1.0
+            mu = Ea.mean(0)
+            Xa = f * (Ea - mu)
+            if self.rot:
+                Q = random_rotation(N, rng)
+                Xa = Q @ Xa
+                for i, (kb, Eb) in enumerate(buffer):
+                    mb = Eb.mean(0)
+                    buffer[i] = (kb, mb + Q @ (Eb - mb))
+            E = mu + Xa
             out["mean_a"][k], out["spread_a"][k] = E.mean(0), E.std(0)
             if keep_ensemble:
                 ens[k] = E

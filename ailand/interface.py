@@ -15,6 +15,7 @@ import pandas as pd
 import torch
 import xarray as xr
 
+from .arrays import to_numpy
 from .params import ParameterSpace
 
 
@@ -73,7 +74,7 @@ class ColumnModel:
             members = da["member"].values
             return self.param_tensors({k: v[:, None] for k, v in values.items()}), members
         if isinstance(params, Mapping):
-            values = {k: np.asarray(v.detach().cpu() if torch.is_tensor(v) else v, dtype=float) for k, v in params.items()}
+            values = {k: to_numpy(v, name=f"params[{k!r}]") for k, v in params.items()}
             self.space.check(values)
             lens = {v.size for v in values.values() if v.ndim > 0}
             if not lens:

@@ -20,6 +20,8 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from .arrays import to_numpy
+
 DATA_DIR = Path(__file__).resolve().parent / "data"  # a link to the repository's data/ (copied into wheels)
 PARAMETER_TABLE = DATA_DIR / "parameters.csv"
 
@@ -338,10 +340,8 @@ def _is_torch(x) -> bool:
 
 
 def _to_numpy(x):
-    if _is_torch(x):
-        return x.detach().cpu().numpy()
-    if isinstance(x, xr.DataArray):
-        return x.values
+    if _is_torch(x) or isinstance(x, xr.DataArray):
+        return to_numpy(x, dtype=None)
     return x
 
 

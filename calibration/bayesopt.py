@@ -63,6 +63,8 @@ import scipy.stats
 import torch
 import xarray as xr
 
+from ailand.arrays import to_numpy
+
 from .result import SavesNetCDF
 
 log = logging.getLogger(__name__)
@@ -150,7 +152,7 @@ class Objective:
             return J
         self._calls += len(x)
         J = self.f(x)
-        J = (J.detach().cpu().numpy() if torch.is_tensor(J) else np.asarray(J)).astype(float).reshape(-1)
+        J = to_numpy(J, name="the objective's output").reshape(-1)
         if J.shape != (len(x),):
             raise ValueError(f"the objective returned {J.size} values for {len(x)} points; it must map (n, d) -> (n,)")
         return J

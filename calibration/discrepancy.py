@@ -34,6 +34,7 @@ import pandas as pd
 import xarray as xr
 
 from ailand import ParameterSpace
+from ailand.arrays import to_numpy
 
 
 @dataclass
@@ -125,13 +126,13 @@ def model_error(model, reference, space: ParameterSpace, n: int = 32, seed: int 
             raise ValueError(f"n must be an integer >= 2 (draws to estimate a spread), got {n}")
         x = np.asarray(space.sample(int(n), method=method, seed=seed).values, dtype=float)
     else:
-        x = np.atleast_2d(np.asarray(x, dtype=float))
+        x = np.atleast_2d(to_numpy(x, name="x"))
         if x.shape[1] != len(space) or x.shape[0] < 2:
             raise ValueError(f"x must be (n >= 2, {len(space)}) parameter sets in {space.names} order, got {x.shape}")
         method = "given"
     n = x.shape[0]
-    a = np.asarray(model(x), dtype=float)
-    b = np.asarray(reference(x), dtype=float)
+    a = to_numpy(model(x), name="model output")
+    b = to_numpy(reference(x), name="reference output")
     if a.shape != b.shape:
         raise ValueError(f"model gives {a.shape} outputs but reference gives {b.shape}: they must observe the same data")
     d = a - b

@@ -23,6 +23,7 @@ import pandas as pd
 import torch
 import xarray as xr
 
+from ailand.arrays import to_numpy
 from ailand.interface import freq_seconds
 
 
@@ -134,7 +135,7 @@ class Observe:
 
     def to_dataarray(self, y, name: str = "y") -> xr.DataArray:
         """An observation vector ``(m,)`` or batch ``(n, m)`` -> DataArray with dim ``obs`` (+ ``member``)."""
-        y = np.asarray(y.detach().cpu() if torch.is_tensor(y) else y, dtype=float)
+        y = to_numpy(y, name=name)
         if y.shape[-1] != self.n_obs:
             raise ValueError(f"expected {self.n_obs} observations (last axis), got shape {y.shape}")
         dims = ("obs",) if y.ndim == 1 else ("member", "obs")

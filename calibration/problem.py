@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from ailand import ParameterSpace
+from ailand.arrays import to_numpy
 
 
 
@@ -68,7 +69,7 @@ class Problem:
         names=None,
     ):
         self.forward = forward
-        self.y = _numpy(y).astype(float).reshape(-1)
+        self.y = to_numpy(y, name="y").reshape(-1)
         m = self.y.size
         self.mask = np.isfinite(self.y)
         if not self.mask.any():
@@ -88,16 +89,16 @@ class Problem:
             self.x_b = prior.default_vector.copy()
             self.z_b = self.to_control(self.x_b)
             lo_hi = self.to_control(prior.bounds.T).T
-            std = (lo_hi[:, 1] - lo_hi[:, 0]) / 4.0 if prior_std is None else _numpy(prior_std).astype(float).reshape(-1)
+            std = (lo_hi[:, 1] - lo_hi[:, 0]) / 4.0 if prior_std is None else to_numpy(prior_std, name="prior_std").reshape(-1)
             if std.shape != (len(self.names),) or np.any(~(std > 0)):
                 raise ValueError(f"prior_std must be {len(self.names)} positive values (control units), got {std}")
             self.B = np.diag(std**2)
         elif isinstance(prior, tuple) and len(prior) == 2:
             if prior_std is not None:
                 raise ValueError("prior_std is for a ParameterSpace prior; with (mean, cov) put it in cov")
-            self.x_b = _numpy(prior[0]).astype(float).reshape(-1)
+            self.x_b = to_numpy(prior[0], name="prior mean").reshape(-1)
             d = self.x_b.size
-            self.B = _numpy(prior[1]).astype(float)
+            self.B = to_numpy(prior[1], name="prior cov")
             if self.B.shape != (d, d):
                 raise ValueError(f"prior cov must be ({d}, {d}) for a mean of {d} values, got {self.B.shape}")
             if not np.allclose(self.B, self.B.T) or np.any(np.linalg.eigvalsh(self.B) <= 0):
@@ -126,7 +127,7 @@ class Problem:
 
         if bounds is None:
             bounds = space.bounds if space is not None and len(space) == d else np.tile([-np.inf, np.inf], (d, 1))
-        self.bounds = _numpy(bounds).astype(float).reshape(d, 2) if np.size(bounds) == 2 * d else None
+        self.bounds = to_numpy(bounds, name="bounds").reshape(d, 2) if np.size(bounds) == 2 * d else None
         if self.bounds is None:
             raise ValueError(f"bounds must be ({d}, 2) [min, max] per parameter, got shape {np.shape(bounds)}")
         if np.any(~(self.bounds[:, 0] < self.bounds[:, 1])):
@@ -197,7 +198,7 @@ class Problem:
     def inside(self, x) -> np.ndarray:
         """Boolean ``(n,)``: rows of ``x`` within the bounds (and the forward's
         constraints, when it has a ``feasible`` method)."""
-        x = np.atleast_2d(_numpy(x).astype(float))
+        x = np.atleast_2d(to_numpy(x, name="x"))
         lo, hi = self._tolerant_bounds()
         ok = np.all(np.isfinite(x) & (x >= lo) & (x <= hi), axis=-1)
         feasible = getattr(self.forward, "feasible", None)
@@ -213,7 +214,7 @@ class Problem:
 
     def check(self, x, what: str = "x"):
         """Raise ``ValueError`` naming the parameter when a row of ``x`` is outside the bounds."""
-        xa = np.atleast_2d(_numpy(x).astype(float))
+        xa = np.atleast_2d(to_numpy(x, name=what))
         if xa.shape[-1] != self.d:
             raise ValueError(f"{what} must have {self.d} columns ({self.names}), got shape {np.shape(x)}")
         lo_t, hi_t = self._tolerant_bounds()
@@ -229,13 +230,13 @@ class Problem:
     def model(self, x: torch.Tensor) -> torch.Tensor:
         """``M(x)`` ``(n, m)`` float64, differentiable; counts forward runs."""
         y = self.forward(x)
-        if not torch.is_tensor(y):
-            y = torch.as_tensor(np.asarray(y, dtype=float))
+        if not torch.is_tensor(y):  # numpy / DataArray / list: not differentiable, but J and residuals work
+            y = torch.as_tensor(to_numpy(y, name="forward output"))
         if y.ndim != 2 or y.shape != (x.shape[0], self.m):
             raise ValueError(f"forward returned shape {tuple(y.shape)}; expected ({x.shape[0]}, {self.m}) to match y")
         self.n_forward_runs += x.shape[0]
         self.forward_dtype = y.dtype  # the forward model's own precision (variational's tolerances use it)
-        return y.to(torch.float64)
+        return y.to(device="cpu", dtype=torch.float64)  # a forward on an accelerator comes back (differentiably)
 
     def _cost(self, x: torch.Tensor) -> torch.Tensor:
         """J ``(n,)`` for physical ``x (n, d)`` float64, no bounds check."""
@@ -305,13 +306,14 @@ def _obs_covariance(obs_std, R, m: int, mask: np.ndarray) -> np.ndarray:
     if (obs_std is None) == (R is None):
         raise ValueError("give exactly one of obs_std (scalar or per datum) and R (m, m)")
     if obs_std is not None:
-        std = np.broadcast_to(_numpy(obs_std).astype(float), (m,)) if np.ndim(_numpy(obs_std)) == 0 else _numpy(obs_std).astype(float).reshape(-1)
+        std = to_numpy(obs_std, name="obs_std")
+        std = np.broadcast_to(std, (m,)) if std.ndim == 0 else std.reshape(-1)
         if std.size != m:
             raise ValueError(f"obs_std has {std.size} values but y has {m}")
         if np.any(~(std[mask] > 0)) or np.any(~np.isfinite(std[mask])):
             raise ValueError(f"obs_std must be finite and > 0 for every observed datum, got min {np.nanmin(std[mask]):g}")
         return np.diag(np.where(mask, std, 1.0) ** 2)
-    R = _numpy(R).astype(float)
+    R = to_numpy(R, name="R")
     if R.shape != (m, m):
         raise ValueError(f"R must be ({m}, {m}) for {m} observations, got {R.shape}")
     Ro = R[np.ix_(mask, mask)]
@@ -320,14 +322,6 @@ def _obs_covariance(obs_std, R, m: int, mask: np.ndarray) -> np.ndarray:
     if np.linalg.eigvalsh(Ro).min() <= 0:
         raise ValueError("R must be positive definite (on the observed data)")
     return R
-
-
-def _numpy(a) -> np.ndarray:
-    if torch.is_tensor(a):
-        return a.detach().cpu().numpy()
-    if hasattr(a, "values") and not isinstance(a, np.ndarray):  # DataArray / pandas
-        return np.asarray(a.values)
-    return np.asarray(a)
 
 
 def _rows(x):

@@ -11,6 +11,7 @@ import xarray as xr
 from scipy.stats import norm
 
 from ailand import ParameterSpace
+from ailand.arrays import to_numpy
 
 from .outputs import SAMPLE_DIM
 
@@ -50,9 +51,7 @@ def design_matrix(space: ParameterSpace, design) -> np.ndarray:
             design = design.sel(parameter=space.names)
         x = design.transpose(..., "parameter").values
     else:
-        if type(design).__module__.startswith("torch"):
-            design = design.detach().cpu().numpy()
-        x = np.asarray(design)
+        x = to_numpy(design, name="design")
     x = np.asarray(x, dtype=np.float64)
     if x.ndim != 2 or x.shape[1] != d:
         raise ValueError(f"design must have shape (n, {d}) for the {d} parameters {space.names}, got {x.shape}")

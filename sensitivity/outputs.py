@@ -24,13 +24,10 @@ import numpy as np
 import xarray as xr
 
 from ailand import ParameterSpace
+from ailand.arrays import to_numpy
 
 SAMPLE_DIM = "sample"
 _SAMPLE_ALIASES = ("sample", "member")
-
-
-def _is_torch(x) -> bool:
-    return type(x).__module__.startswith("torch")
 
 
 def as_outputs(y, n_rows: int | None = None, name: str = "outputs") -> xr.DataArray:
@@ -73,9 +70,7 @@ def as_outputs(y, n_rows: int | None = None, name: str = "outputs") -> xr.DataAr
             attrs=dict(y.attrs),
         )
     else:
-        if _is_torch(y):
-            y = y.detach().cpu().numpy()
-        arr = np.asarray(y)
+        arr = to_numpy(y, dtype=None, name=name)
         if arr.dtype == object:
             raise ValueError(f"{name} has dtype object; return a numeric array, tensor or DataArray")
         arr = arr.astype(np.float64, copy=False)

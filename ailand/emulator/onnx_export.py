@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..arrays import to_numpy
+
 __all__ = ["to_onnx", "OnnxEmulatorStep", "INPUT_NAME", "OUTPUT_NAME"]
 
 INPUT_NAME = "features"
@@ -183,7 +185,7 @@ class OnnxEmulatorStep:
 
     def __call__(self, x) -> np.ndarray:
         """``(B, n_in)`` (or ``(n_in,)``) physical inputs -> ``(B, n_out)`` (or ``(n_out,)``) outputs."""
-        x = np.asarray(getattr(x, "values", x), dtype=self._dtype)
+        x = to_numpy(x, dtype=self._dtype, name="x")
         single = x.ndim == 1
         x = x[None] if single else x
         if x.ndim != 2 or x.shape[1] != len(self.input_names):

@@ -24,12 +24,14 @@ import functools
 import numpy as np
 import torch
 
+from ailand.arrays import to_numpy
+
 
 def _t(a) -> torch.Tensor:
     """numpy / torch / DataArray -> float64 tensor (detached from nothing: grads flow)."""
     if torch.is_tensor(a):
         return a.to(torch.float64)
-    return torch.as_tensor(np.asarray(getattr(a, "values", a) if not isinstance(a, np.ndarray) else a, dtype=float))
+    return torch.as_tensor(to_numpy(a))
 
 
 def _like(t: torch.Tensor, ref):

@@ -64,6 +64,8 @@ import gpytorch
 from gpytorch.constraints import GreaterThan
 from gpytorch.priors import GammaPrior, NormalPrior
 
+from ailand.arrays import to_numpy
+
 __all__ = ["GPEmulator"]
 
 _MEANS = ("constant", "linear", "quadratic")
@@ -381,9 +383,7 @@ class _Predictor:
 
 
 def _as_2d(a, name: str) -> np.ndarray:
-    if isinstance(a, torch.Tensor):
-        a = a.detach().cpu().numpy()
-    a = np.asarray(getattr(a, "values", a), dtype=np.float64)
+    a = to_numpy(a, dtype=np.float64, name=name)
     if a.ndim == 1:
         a = a[:, None]
     if a.ndim != 2:
@@ -400,8 +400,9 @@ def _rows(mask: np.ndarray, limit: int = 10) -> str:
 def _check_X(X, name: str, d: int | None = None) -> np.ndarray:
     """Finite, ``(n, d)``, inside ``[0, 1]^d`` up to ``1e-6``. A 1-D array is ``n`` points when
     ``d == 1`` and one point when ``d > 1``."""
-    if d is not None and d > 1 and np.ndim(getattr(X, "values", X)) == 1:
-        X = np.asarray(getattr(X, "values", X), dtype=np.float64)[None, :]
+    X = to_numpy(X, dtype=np.float64, name=name)
+    if d is not None and d > 1 and X.ndim == 1:
+        X = X[None, :]
     X = _as_2d(X, name)
     if d is not None and X.shape[1] != d:
         raise ValueError(f"{name} must have {d} columns (the emulator's inputs), got shape {X.shape}")

@@ -44,6 +44,7 @@ import numpy as np
 import xarray as xr
 
 from ailand import ParameterSpace
+from ailand.arrays import to_numpy
 
 from .implausibility import Implausibility, _per_output
 from .nroy import maximin_lhs, sample_nroy
@@ -110,7 +111,7 @@ class HistoryMatching:
             raise ValueError(f"space must be an ailand.ParameterSpace, got {type(space).__name__}")
         if not callable(forward):
             raise ValueError(f"forward must be callable (n, d) -> (n, m), got {type(forward).__name__}")
-        z = np.asarray(getattr(observations, "values", observations), dtype=float)
+        z = to_numpy(observations, name="observations")
         if z.ndim != 1:
             raise ValueError(f"observations must be a vector (m,), got shape {z.shape}")
         m = z.size
@@ -213,11 +214,11 @@ class HistoryMatching:
         ok = self.space.feasible(x)
         f = getattr(self.forward, "feasible", None)
         if f is not None and ok.any():
-            ok[ok] = np.asarray(f(x[ok]), dtype=bool)
+            ok[ok] = to_numpy(f(x[ok]), dtype=bool, name="forward.feasible")
         return ok
 
     def _to_u(self, x) -> np.ndarray:
-        x = np.atleast_2d(np.asarray(getattr(x, "values", x), dtype=float))
+        x = np.atleast_2d(to_numpy(x, name="x"))
         if x.shape[-1] != self.d:
             raise ValueError(f"x must have {self.d} columns ({self.names}), got shape {x.shape}")
         return np.asarray(self.space.to_unit(x), dtype=float)
@@ -389,7 +390,7 @@ class HistoryMatching:
                    disable=not self.progress)
 
         def save(i, a, b, out):
-            out = np.asarray(getattr(out, "values", out), dtype=float)
+            out = to_numpy(out, name="forward output")
             if out.ndim == 1 and self.m == 1:
                 out = out[:, None]
             if out.shape != (b - a, self.m):

@@ -217,6 +217,19 @@ def test_failed_members_are_redrawn_and_the_run_completes(short, caplog):
         CyclingFilter(dead, np.arange(40), np.ones(40), Layout(40), "etkf").run(E0, short["yy"][:3])
 
 
+def test_missing_observations_leave_the_analysis(short):
+    y = short["yy"][:40].copy()
+    y[10, ::2] = np.nan  # half missing
+    y[20] = np.nan  # all missing: no update
+    for method, kw in (("etkf", {}), ("letkf", {"coeffs": l96_coefficients(40, np.arange(40), 4.0)}), ("enkf-pertobs", {})):
+        flt = CyclingFilter(Lorenz96().step, np.arange(40), np.ones(40), Layout(40), method, infl=1.04, seed=0, **kw)
+        E0 = gaussian_ensemble(lt.initial_state(40), 0.03, 10, np.random.default_rng(0))
+        ds = flt.run(E0, y, dt=0.05, truth=short["xx"][1:41])
+        assert np.isfinite(ds["mean_a"].values).all()
+        np.testing.assert_allclose(ds["mean_a"].values[20], ds["mean_f"].values[20], atol=1e-12)
+        assert not np.allclose(ds["mean_a"].values[10], ds["mean_f"].values[10])
+
+
 def test_clear_errors_naming_the_argument(short):
     E, H, R, y = linear_gaussian()
     with pytest.raises(ValueError, match="at least 2 members"):

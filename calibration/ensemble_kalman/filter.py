@@ -196,15 +196,27 @@ class CyclingFilter:
         return self.layout.pack(x, p, f)
 
     def analyse(self, E: torch.Tensor, y: torch.Tensor, rng: np.random.Generator):
-        """Analysis of ``E (N, n)`` with ``y (m,)``: ``(E_a, M, HE)``, ``E_a = E + M X`` (``M`` per point for the LETKF)."""
+        """Analysis of ``E (N, n)`` with ``y (m,)``: ``(E_a, M, HE)``, ``E_a = E + M X`` (``M`` per point
+        for the LETKF). Missing observations (NaN in ``y``) leave the analysis; none left: no update."""
         x, _, _ = self.layout.split(E)
         HE = _t(self.observe(x))
+        if HE.shape != (E.shape[0], y.shape[-1]):
+            raise ValueError(f"observe returned {tuple(HE.shape)}, expected (N, m) = ({E.shape[0]}, {y.shape[-1]})")
+        ok = torch.isfinite(y)
+        HEo, yo, R, coeffs = HE, y, self.R, self.coeffs
+        if not bool(ok.all()):
+            if not bool(ok.any()):
+                N = E.shape[0]
+                zeros = torch.zeros((E.shape[1], N, N) if self.method == "letkf" else (N, N), dtype=E.dtype)
+                return E.clone(), zeros, HE
+            HEo, yo, R = HE[:, ok], y[ok], self.R[ok][:, ok]
+            coeffs = None if coeffs is None else coeffs[:, ok]
         if self.method == "etkf":
-            Ea, M = etkf(E, HE, y, self.R, return_weights=True)
+            Ea, M = etkf(E, HEo, yo, R, return_weights=True)
         elif self.method == "letkf":
-            Ea, M = letkf(E, HE, y, self.R, self.coeffs, return_weights=True)
+            Ea, M = letkf(E, HEo, yo, R, coeffs, return_weights=True)
         else:
-            Ea, M = enkf_pertobs(E, HE, y, self.R, rng=rng, center=True, return_weights=True)
+            Ea, M = enkf_pertobs(E, HEo, yo, R, rng=rng, center=True, return_weights=True)
         return Ea, M, HE
 
     @staticmethod
@@ -239,7 +251,8 @@ class CyclingFilter:
         Parameters
         ----------
         E0 : ``(N, layout.size)`` initial ensemble (state, then parameters, then factors).
-        y : ``(K, m)`` observations; ``y[k]`` is valid at ``t0 + (k + 1) obs_every dt``.
+        y : ``(K, m)`` observations; ``y[k]`` is valid at ``t0 + (k + 1) obs_every dt``; NaN marks a
+            missing observation (left out of that analysis).
         obs_every : model steps per cycle (DAPPER's ``dko``).
         dt : model time step [time units of the results].
         t0 : time of ``E0``.

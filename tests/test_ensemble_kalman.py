@@ -50,6 +50,10 @@ def test_etkf_equals_the_kalman_filter_when_the_ensemble_spans_the_space():
     assert isinstance(Ea, np.ndarray) and Ea.shape == E.shape
     np.testing.assert_allclose(Ea.mean(0), xa, rtol=0, atol=1e-10)
     np.testing.assert_allclose(np.cov(Ea.T), Pa, rtol=0, atol=1e-10)
+    Erot = etkf(E, E @ H.T, y, R, rot=True, rng=np.random.default_rng(0))  # DAPPER's rot: same moments
+    np.testing.assert_allclose(Erot.mean(0), xa, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(np.cov(Erot.T), Pa, rtol=0, atol=1e-10)
+    assert not np.allclose(Erot, Ea)
     # rotation and inflation keep / scale the moments exactly
     rng = np.random.default_rng(1)
     Er = post_process(Ea, infl=1.1, rot=True, rng=rng)

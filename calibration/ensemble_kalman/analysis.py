@@ -141,7 +141,7 @@ def _etkf_weights(Yw: torch.Tensor, dyw: torch.Tensor) -> torch.Tensor:
     return w + W - eye  # the row w broadcasts: 1 w^T
 
 
-def etkf(E, HE, y, R, return_weights: bool = False):
+def etkf(E, HE, y, R, return_weights: bool = False, rot: bool = False, rng: np.random.Generator | None = None):
     """Ensemble transform Kalman filter with the symmetric square root (Bishop et al. 2001;
     Hunt et al. 2007, eqs. 21-25; DAPPER's ``EnKF('Sqrt')``). Deterministic: the analysis
     ensemble has exactly the Kalman mean and covariance of the ensemble's (``P = X^T X / (N-1)``).
@@ -153,9 +153,13 @@ def etkf(E, HE, y, R, return_weights: bool = False):
     y : ``(..., m)`` observations.
     R : ``(m, m)`` observation error covariance (SPD).
     return_weights : also return ``M (..., N, N)`` with ``E_a = E + M X``.
+    rot : rotate the analysis anomalies by a random mean-preserving orthogonal matrix ``Q``
+        (:func:`random_rotation`, DAPPER's ``rot``): ``E_a = mean_a + Q W X``, the same mean and
+        covariance; ``M`` becomes ``Q (M + I) - I`` (as ``Q 1 = 1``).
+    rng : numpy Generator for ``rot``.
 
-    Returns ``E_a (..., N, n)`` (numpy in, numpy out). Rotation and inflation are separate
-    steps (:func:`random_rotation`, :func:`inflate`), as DAPPER's ``post_process``.
+    Returns ``E_a (..., N, n)`` (numpy in, numpy out). Inflation is a separate step
+    (:func:`inflate`; DAPPER's ``post_process`` inflates, then rotates: :func:`post_process`).
     """
     Et, HEt, yt, Rt = _t(E), _t(HE), _t(y), _t(R)
     check_ensemble(Et, HEt, yt, Rt)
@@ -165,6 +169,10 @@ def etkf(E, HE, y, R, return_weights: bool = False):
     Yw = (HEt - ybar) @ Rm12
     dyw = ((yt.unsqueeze(-2) - ybar) @ Rm12).squeeze(-2)
     M = _etkf_weights(Yw, dyw)
+    if rot:
+        N = Et.shape[-2]
+        Q = random_rotation(N, np.random.default_rng() if rng is None else rng)
+        M = Q @ (M + torch.eye(N, dtype=M.dtype)) - torch.eye(N, dtype=M.dtype)
     Ea = Et + M @ X
     return (_like(Ea, E), _like(M, E)) if return_weights else _like(Ea, E)
 

@@ -25,8 +25,17 @@ model_error  ways to put the emulator's error into the calibration, each a one-s
              two-pass estimate of ``TwinExperiment``. Distance of each optimum to the truth
              and to the physics optimum (the variational section's, else an FD L-BFGS-B run),
              in the emulator posterior's sigmas.
+ensemble     EKI and ES-MDA (:mod:`calibration.ensemble_kalman`, EKP's defaults, N = 10 d = 30 and 100
+             members, seed 0) against the variational and MCMC posteriors, on two Problems:
+             (i) the physics identical twin, reference = one-start variational (Gauss-Newton
+             mode and std; MCMC on the physics would take hours); (ii) the emulator with its
+             error in R (two-pass estimate), reference = MCMC (emcee, 16 walkers x
+             ``--ens-mcmc-steps``), with the variational posterior also compared to it. Per
+             method: forward runs (members evaluated), wall time, |mean - reference mean| /
+             reference sd and sd / reference sd per parameter.
 
     .venv/bin/python benchmarks/calibration.py --threads 1           # ~10-20 min on 2 cores
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/calibration.py --threads 1 --only ensemble   # ~15 min
     .venv/bin/python benchmarks/calibration.py --quick               # smoke run, ~2 min
 
 Prints a table per section and writes JSON (``--out``, default
@@ -54,7 +63,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # folder from the path so that `import calibration` finds the package, not this script
 sys.path[:] = [p for p in sys.path if Path(p or os.getcwd()).resolve() != Path(__file__).resolve().parent]
 TRUTH = {"RSMIN": 180.0, "LAI_SCALE": 1.3, "ALB_VEG": 0.16}
-SECTIONS = ("gradient", "variational", "mcmc", "model_error")
+SECTIONS = ("gradient", "variational", "mcmc", "model_error", "ensemble")
 
 
 def gradient_section(problem, x0, label: str, repeat: int) -> dict:
@@ -96,6 +105,80 @@ def lbfgs_fd(problem, x0, maxiter: int = 200):
     return problem.from_u(np.clip(res.x, ub[:, 0], ub[:, 1])), float(res.fun), int(res.nit), bool(res.success)
 
 
+def ensemble_section(phys, emu, mcmc_steps: int) -> dict:
+    """EKI / ES-MDA vs variational (physics) and vs MCMC (emulator with its error in R)."""
+    import calibration as cal
+
+    names = list(TRUTH)
+    truth = np.array(list(TRUTH.values()))
+    out = {"note": "z_mean = |mean - reference mean| / reference sd; sd_ratio = sd / reference sd (per parameter)"}
+
+    def timed(fn, problem):
+        r0, t0 = problem.n_forward_runs, time.perf_counter()
+        res = fn()
+        return res, int(problem.n_forward_runs - r0), time.perf_counter() - t0
+
+    def compare(label, problem, ref_mean, ref_sd, rows, fn):
+        res, runs, wall = timed(fn, problem)
+        mean, sd = np.asarray(res["mean"]), np.asarray(res["std"])
+        row = {"method": label, "forward_runs": runs, "wall_s": wall, "mean": dict(zip(names, map(float, mean))),
+               "std": dict(zip(names, map(float, sd))),
+               "z_mean": dict(zip(names, map(float, np.abs(mean - ref_mean) / ref_sd))),
+               "sd_ratio": dict(zip(names, map(float, sd / ref_sd))),
+               "z_truth": dict(zip(names, map(float, np.abs(mean - truth) / sd))), **res.get("info", {})}
+        rows.append(row)
+        print(f"{label:28s} runs {runs:6d} {wall:8.1f} s  |mean - ref|/sd {np.array2string(np.abs(mean - ref_mean) / ref_sd, precision=2)}"
+              f"  sd/ref sd {np.array2string(sd / ref_sd, precision=2)}")
+        return row
+
+    def ens(fn, problem, n, **kw):
+        def go():
+            r = fn(problem, n_ensemble=n, seed=0, **kw)
+            return {"mean": r.mean, "std": r.std, "info": {"iterations": int(len(r.step) - 1),
+                                                              "final_misfit": float(r.misfit[-1])}}
+        return go
+
+    # (i) physics identical twin: reference = variational Gauss-Newton
+    p = phys.problem
+    print("\nensemble methods on the physics twin (reference: one-start variational, Gauss-Newton sd)")
+    ref, runs, wall = timed(lambda: cal.variational(p, n_starts=1, seed=0), p)
+    ref_mean, ref_sd = ref.x, ref.std
+    rows = [{"method": "variational (reference)", "forward_runs": runs, "wall_s": wall,
+             "mean": dict(zip(names, map(float, ref_mean))), "std": dict(zip(names, map(float, ref_sd))),
+             "z_truth": dict(zip(names, map(float, np.abs(ref_mean - truth) / ref_sd)))}]
+    print(f"{'variational (reference)':28s} runs {runs:6d} {wall:8.1f} s  mean {np.array2string(ref_mean, precision=4)}  "
+          f"sd {np.array2string(ref_sd, precision=3)}")
+    for n in (30, 100):
+        compare(f"eki N={n}", p, ref_mean, ref_sd, rows, ens(cal.eki, p, n))
+        compare(f"esmda N={n}", p, ref_mean, ref_sd, rows, ens(cal.esmda, p, n))
+    out["physics"] = {"reference": "variational (one start, Gauss-Newton)", "rows": rows}
+
+    # (ii) emulator with its error in R: reference = MCMC
+    if emu.model_error is None:
+        emu.estimate_model_error(n_starts=1)
+    p = emu.problem
+    print(f"\nensemble methods on the emulator twin with its error in R (reference: MCMC, 16 walkers x {mcmc_steps} steps)")
+    ref, runs, wall = timed(lambda: cal.mcmc(p, n_walkers=16, n_steps=mcmc_steps, seed=0, progress=False), p)
+    ref_mean, ref_sd = ref.mean, ref.std
+    rows = [{"method": "mcmc (reference)", "forward_runs": runs, "wall_s": wall, "mean": dict(zip(names, map(float, ref_mean))),
+             "std": dict(zip(names, map(float, ref_sd))), "tau_max": float(np.max(ref.tau)), "n_eff": float(ref.n_eff),
+             "z_truth": dict(zip(names, map(float, np.abs(ref_mean - truth) / ref_sd)))}]
+    print(f"{'mcmc (reference)':28s} runs {runs:6d} {wall:8.1f} s  mean {np.array2string(ref_mean, precision=4)}  "
+          f"sd {np.array2string(ref_sd, precision=3)}  n_eff {ref.n_eff:.0f}")
+
+    def var():
+        r = cal.variational(p, n_starts=1, seed=0)
+        return {"mean": r.x, "std": r.std}
+
+    compare("variational (1 start)", p, ref_mean, ref_sd, rows, var)
+    for n in (30, 100):
+        compare(f"eki N={n}", p, ref_mean, ref_sd, rows, ens(cal.eki, p, n))
+        compare(f"esmda N={n}", p, ref_mean, ref_sd, rows, ens(cal.esmda, p, n))
+    out["emulator"] = {"reference": f"mcmc (16 walkers x {mcmc_steps} steps)", "rows": rows,
+                       "model_error_estimate": "two passes, not counted in the rows"}
+    return out
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sites", default="FR-Fon,FI-Hyy")
@@ -104,6 +187,7 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (1 on a loaded machine)")
     p.add_argument("--repeat", type=int, default=3, help="repeats of each gradient timing (best of)")
     p.add_argument("--mcmc-steps", type=int, default=300)
+    p.add_argument("--ens-mcmc-steps", type=int, default=1000, help="ensemble section: steps of the reference MCMC")
     p.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}")
     p.add_argument("--quick", action="store_true", help="one site, 10 days, fewer repeats (smoke run)")
     p.add_argument("--out", default=None)
@@ -257,6 +341,9 @@ def main(argv=None) -> int:
                   f"|x - physics optimum|/sd {np.array2string(np.abs(z_p), precision=2)}")
         result["model_error"] = {"physics_optimum": dict(zip(TRUTH, map(float, x_phys))), "draws": 32,
                                  "wall_s": time.perf_counter() - t0, "cases": out_rows}
+
+    if "ensemble" in only:
+        result["ensemble"] = ensemble_section(phys, emu, args.ens_mcmc_steps)
 
     result["machine"]["load_average_end"] = os.getloadavg()
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -234,6 +234,20 @@ def test_missing_observations_leave_the_analysis(short):
         assert not np.allclose(ds["mean_a"].values[10], ds["mean_f"].values[10])
 
 
+def test_time_dependent_observation_operator(short):
+    """observe(x, t): even cycles see x[0::2], odd cycles x[1::2] (m = 20 throughout)."""
+    dt = 0.05
+    which = lambda t: int(round(t / dt)) % 2  # noqa: E731  (cycle k + 1 at t = (k + 1) dt)
+    xx = short["xx"][1:101]
+    rng = np.random.default_rng(1)
+    y = np.stack([xx[k, (k + 1) % 2::2] for k in range(100)]) + rng.standard_normal((100, 20))
+    flt = CyclingFilter(Lorenz96().step, lambda x, t: x[:, which(t)::2], np.ones(20), Layout(40), "etkf",
+                        infl=1.04, rot=True, seed=0, obs_time=True)
+    E0 = gaussian_ensemble(lt.initial_state(40), 0.03, 20, np.random.default_rng(0))
+    ds = flt.run(E0, y, dt=dt, truth=xx, burn_in=2.0)
+    assert ds.attrs["rmse_a"] < 0.5
+
+
 def test_clear_errors_naming_the_argument(short):
     E, H, R, y = linear_gaussian()
     with pytest.raises(ValueError, match="at least 2 members"):

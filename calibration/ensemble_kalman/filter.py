@@ -101,7 +101,10 @@ class CyclingFilter:
         module docstring), members vectorised in one call.
     observe : observation operator on the state part: a callable ``x (N, n_state) -> (N, m)``
         tensor, an integer index array (point observations ``x[:, idx]``), or an ``(m, n_state)``
-        matrix.
+        matrix. With ``obs_time=True`` a callable is called as ``observe(x, t)`` (``t`` the analysis
+        time), for operators that change with time; the number ``m`` stays fixed (NaN in ``y`` for
+        observations absent at a time).
+    obs_time : pass the analysis time to ``observe``.
     R : ``(m, m)`` observation error covariance (SPD), or ``(m,)`` variances.
     layout : :class:`Layout` (``n_state``, ``n_params``, ``n_factors``) of the analysed vector.
     method : ``"enkf-pertobs"`` (perturbed observations, centred like DAPPER's ``mean0``),
@@ -130,13 +133,17 @@ class CyclingFilter:
                  infl_on: str = "posterior", rot: bool = False, rtpp: float = 0.0, rtps: float = 0.0,
                  coeffs=None, param_coeffs=None, lag: int = 0, input_fn: Callable | None = None,
                  factor_index: Sequence[int] | None = None, names: Sequence[str] | None = None,
-                 units: str | Sequence[str] = "1", seed: int | None = None, progress: bool = False):
+                 units: str | Sequence[str] = "1", seed: int | None = None, progress: bool = False,
+                 obs_time: bool = False):
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
         if infl_on not in ("posterior", "prior"):
             raise ValueError(f"infl_on must be 'posterior' or 'prior', got {infl_on!r}")
         self.step, self.layout, self.method = step, layout, method
         self.observe, self.obs_index = _observer(observe, layout.n_state)
+        if obs_time and not callable(observe):
+            raise ValueError("obs_time=True needs a callable observe(x, t)")
+        self.obs_time = bool(obs_time)
         Rt = _t(R)
         self.R = torch.diag(Rt) if Rt.ndim == 1 else Rt
         self.infl, self.infl_on, self.rot = check_inflation(infl), infl_on, bool(rot)
@@ -195,11 +202,14 @@ class CyclingFilter:
             t += dt
         return self.layout.pack(x, p, f)
 
-    def analyse(self, E: torch.Tensor, y: torch.Tensor, rng: np.random.Generator):
+    def _observe(self, x: torch.Tensor, t: float) -> torch.Tensor:
+        return _t(self.observe(x, t) if self.obs_time else self.observe(x))
+
+    def analyse(self, E: torch.Tensor, y: torch.Tensor, rng: np.random.Generator, t: float = 0.0):
         """Analysis of ``E (N, n)`` with ``y (m,)``: ``(E_a, M, HE)``, ``E_a = E + M X`` (``M`` per point
         for the LETKF). Missing observations (NaN in ``y``) leave the analysis; none left: no update."""
         x, _, _ = self.layout.split(E)
-        HE = _t(self.observe(x))
+        HE = self._observe(x, t)
         if HE.shape != (E.shape[0], y.shape[-1]):
             raise ValueError(f"observe returned {tuple(HE.shape)}, expected (N, m) = ({E.shape[0]}, {y.shape[-1]})")
         ok = torch.isfinite(y)
@@ -276,7 +286,7 @@ class CyclingFilter:
         if yt.ndim != 2 or yt.shape[1] != m:
             raise ValueError(f"y must be (K, m) with m = {m} observations per cycle (the size of R), got {tuple(yt.shape)}")
         # the whole-size checks once (N, shapes, R symmetric positive definite)
-        HE0 = _t(self.observe(lay.split(E)[0]))
+        HE0 = self._observe(lay.split(E)[0], t0 + obs_every * dt)
         check_ensemble(E, HE0, yt[0], self.R)
         K, n = yt.shape[0], lay.size
         tr = None if truth is None else _t(truth)
@@ -312,7 +322,7 @@ class CyclingFilter:
             if self.infl_on == "prior" and self.infl != 1.0:
                 E = E.mean(0) + self.infl * (E - E.mean(0))
             out["mean_f"][k], out["spread_f"][k] = E.mean(0), E.std(0)
-            Ea, M, HE = self.analyse(E, yt[k], rng)
+            Ea, M, HE = self.analyse(E, yt[k], rng, t)
             innov[k] = yt[k] - HE.mean(0)
             if self.lag:
                 for i, (kb, Eb) in enumerate(buffer):

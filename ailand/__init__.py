@@ -6,6 +6,8 @@ Top-level names:
 - :func:`load_sites` - static fields of the default sites (``data/sites.csv``)
 - :func:`synthetic_forcing`, :func:`open_forcing` - hourly meteorological forcing
 - :class:`ToyEcLand` - the column model (``run`` on xarray, ``simulate`` on torch tensors)
+- :class:`Emulator` - its MLP emulator, the same ``run`` interface (``Emulator.default()``
+  loads the shipped one; :mod:`ailand.emulator` trains, evaluates and exports)
 - :func:`run_ensemble`, :func:`load_ensemble` - perturbed-parameter ensembles as anemoi datasets
 """
 
@@ -13,7 +15,7 @@ from .params import ParameterSpace, DATA_DIR
 
 __all__ = [
     "ParameterSpace", "DATA_DIR", "load_sites", "synthetic_forcing", "open_forcing", "ToyEcLand",
-    "run_ensemble", "load_ensemble",
+    "Emulator", "run_ensemble", "load_ensemble",
 ]
 
 
@@ -30,6 +32,10 @@ def __getattr__(name):  # lazy: keep `import ailand` light and let modules land 
         from .physics import ToyEcLand
 
         return ToyEcLand
+    if name == "Emulator":
+        from .emulator import Emulator
+
+        return Emulator
     if name in ("run_ensemble", "load_ensemble", "EnsembleData"):
         from . import ensemble
 

@@ -27,7 +27,8 @@ import torch
 import xarray as xr
 
 from ..physics.model import STATE_NAMES, VARIABLES
-from .train import as_ensemble_data, ensemble_tensors, split
+from .features import as_ensemble_data
+from .train import ensemble_tensors, split
 
 SCORE_VARIABLES = ("swvl1", "swvl2", "swvl3", "swvl4", "stl1", "stl4", "skt", "sd", "snowc", "Qle", "Qh", "Qg", "Evap", "Qs", "Qsb", "albedo")
 

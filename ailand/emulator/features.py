@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -32,6 +33,20 @@ CLIM_UNITS = {
 # precipitation is heavy-tailed: the network sees log1p(x / PRECIP_SCALE) before standardising
 PRECIP_SCALE = 1e-5  # kg m-2 s-1 (0.036 mm h-1)
 LOG_INPUTS = ("Rainf", "Snowf")
+
+
+def as_ensemble_data(data):
+    """A path to an anemoi ensemble (opened with :func:`ailand.ensemble.load_ensemble`) or an
+    already loaded :class:`~ailand.ensemble.EnsembleData`-like object."""
+    if isinstance(data, (str, Path)):
+        from ..ensemble import load_ensemble
+
+        return load_ensemble(data)
+    need = ("data", "variables", "index", "dates", "sites", "lon", "statistics", "tendency_statistics", "space")
+    missing = [k for k in need if not hasattr(data, k)]
+    if missing:
+        raise ValueError(f"expected an ensemble path or EnsembleData, got {type(data).__name__} without {missing}")
+    return data
 
 
 def time_features(dates, lon, dt: float) -> np.ndarray:

@@ -29,10 +29,17 @@ from .features import (
     TIME_NAMES,
     TIME_UNITS,
     Normaliser,
+    as_ensemble_data,
     forcing_transform,
+    normaliser_from,
     time_features,
 )
+from .evaluate import evaluate as _evaluate
 from .network import MLP
+from .train import fit as _fit
+
+# Arrows run one way: features, network -> train, evaluate (functions of an Emulator, which
+# they never import) -> model (Emulator, whose fit / evaluate delegate to them).
 
 FORMAT_VERSION = 1
 # diagnostics that cannot be negative, and those bounded by [0, 1]
@@ -58,7 +65,7 @@ class Emulator(ColumnModel):
     the range of the training data widened by 10% of that range on each side, so that a
     long rollout cannot run away to values the network never saw.
 
-    Build one from an ensemble with :func:`ailand.train_emulator` (or
+    Build one from an ensemble with :func:`ailand.emulator.train_emulator` (or
     :meth:`from_ensemble` then :meth:`fit`); keep it with :meth:`save` / :meth:`load`.
     """
 
@@ -475,9 +482,6 @@ class Emulator(ColumnModel):
     def from_ensemble(cls, data, dt: float | None = None, **config) -> "Emulator":
         """A new (untrained) emulator with normalisation and ranges from an ensemble
         (a path or :class:`ailand.ensemble.EnsembleData`)."""
-        from .features import normaliser_from
-        from .train import as_ensemble_data
-
         data = as_ensemble_data(data)
         if dt is None:
             dt = freq_seconds(data.attrs.get("output_freq", "6h"))
@@ -569,15 +573,20 @@ class Emulator(ColumnModel):
     def evaluate(self, data, **kwargs) -> xr.Dataset:
         """Scores against the physics on held-out members and sites (RMSE, bias, ACC, error
         growth); see :func:`ailand.emulator.evaluate.evaluate` for the options."""
-        from .evaluate import evaluate
-
-        return evaluate(self, data, **kwargs)
+        return _evaluate(self, data, **kwargs)
 
     def fit(self, data, **kwargs):
         """Train on an ensemble (see :func:`ailand.emulator.train.fit` for the options)."""
-        from .train import fit
+        return _fit(self, data, **kwargs)
 
-        return fit(self, data, **kwargs)
+
+def train_emulator(data, *, width: int = 256, depth: int = 4, activation: str = "silu", layer_norm: bool = False, **fit_kwargs):
+    """Build an emulator from an ensemble (path or EnsembleData) and train it; returns
+    ``(emulator, history)``. See :func:`ailand.emulator.train.fit` for the training options."""
+    data = as_ensemble_data(data)
+    em = Emulator.from_ensemble(data, width=width, depth=depth, activation=activation, layer_norm=layer_norm)
+    hist = em.fit(data, **fit_kwargs)
+    return em, hist
 
 
 def _progress(total, enabled):

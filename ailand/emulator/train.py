@@ -23,23 +23,9 @@ import torch
 import xarray as xr
 
 from ..physics.model import STATE_NAMES
-from .features import CLIM_NAMES, FORCING_NAMES, time_features
+from .features import CLIM_NAMES, FORCING_NAMES, as_ensemble_data, time_features  # noqa: F401 (as_ensemble_data: re-exported)
 
 DEFAULT_VAL_SITES = ("BE-Lon", "US-Kon")
-
-
-def as_ensemble_data(data):
-    """A path to an anemoi ensemble (opened with :func:`ailand.ensemble.load_ensemble`) or an
-    already loaded :class:`~ailand.ensemble.EnsembleData`-like object."""
-    if isinstance(data, (str, Path)):
-        from ..ensemble import load_ensemble
-
-        return load_ensemble(data)
-    need = ("data", "variables", "index", "dates", "sites", "lon", "statistics", "tendency_statistics", "space")
-    missing = [k for k in need if not hasattr(data, k)]
-    if missing:
-        raise ValueError(f"expected an ensemble path or EnsembleData, got {type(data).__name__} without {missing}")
-    return data
 
 
 @dataclass
@@ -315,13 +301,3 @@ def fit(
     }
     return hist
 
-
-def train_emulator(data, *, width: int = 256, depth: int = 4, activation: str = "silu", layer_norm: bool = False, **fit_kwargs):
-    """Build an emulator from an ensemble (path or EnsembleData) and train it; returns
-    ``(emulator, history)``. See :func:`fit` for the training options."""
-    from .model import Emulator
-
-    data = as_ensemble_data(data)
-    em = Emulator.from_ensemble(data, width=width, depth=depth, activation=activation, layer_norm=layer_norm)
-    hist = em.fit(data, **fit_kwargs)
-    return em, hist

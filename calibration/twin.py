@@ -48,12 +48,12 @@ class TwinResult:
 
     truth, prior_mean, prior_std ``(d,)`` (prior std linearised at the prior mean for log
     parameters); posterior_mean, posterior_std ``(k, d)`` (variational: Gauss-Newton mode
-    and std; mcmc: sample mean and std); inside_2sigma ``(k, d)`` bool
+    and std; mcmc: sample mean and std; eki/esmda: final ensemble mean and std); inside_2sigma ``(k, d)`` bool
     ``|posterior_mean - truth| <= 2 posterior_std``. rmse_before: observation RMSE of the
     prior mean [units of y]; rmse_after ``(k,)``: of each posterior mean; noise_rms: the RMS
     of the noise std (the RMSE a perfect fit reaches); n_forward_runs, wall_time ``(k,)``.
     y ``(m,)`` the twin observations, y_truth ``(m,)`` the noise-free ones, obs_std ``(m,)``.
-    results: method -> its :class:`VariationalResult` / :class:`MCMCResult`.
+    results: method -> its :class:`VariationalResult` / :class:`MCMCResult` / :class:`EnsembleResult`.
     """
 
     names: list

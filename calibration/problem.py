@@ -227,8 +227,9 @@ class Problem:
             raise ValueError(f"{what}: a row violates the forward model's constraints (e.g. THETA_PWP < THETA_CAP)")
 
     # ------------------------------------------------------------ equations
-    def model(self, x: torch.Tensor) -> torch.Tensor:
-        """``M(x)`` ``(n, m)`` float64, differentiable; counts forward runs."""
+    def model(self, x: torch.Tensor, native_dtype: bool = False) -> torch.Tensor:
+        """``M(x)`` ``(n, m)`` float64 (in the forward's own floating dtype with
+        ``native_dtype=True``, e.g. float32 for the emulator), differentiable; counts forward runs."""
         y = self.forward(x)
         if not torch.is_tensor(y):  # numpy / DataArray / list: not differentiable, but J and residuals work
             y = torch.as_tensor(to_numpy(y, name="forward output"))
@@ -236,7 +237,8 @@ class Problem:
             raise ValueError(f"forward returned shape {tuple(y.shape)}; expected ({x.shape[0]}, {self.m}) to match y")
         self.n_forward_runs += x.shape[0]
         self.forward_dtype = y.dtype  # the forward model's own precision (variational's tolerances use it)
-        return y.to(device="cpu", dtype=torch.float64)  # a forward on an accelerator comes back (differentiably)
+        dtype = y.dtype if native_dtype and y.is_floating_point() else torch.float64
+        return y.to(device="cpu", dtype=dtype)  # a forward on an accelerator comes back (differentiably)
 
     def _cost(self, x: torch.Tensor) -> torch.Tensor:
         """J ``(n,)`` for physical ``x (n, d)`` float64, no bounds check."""
@@ -286,17 +288,20 @@ class Problem:
             r = self.y - self.model(xt).numpy()
         return r[0] if single else r
 
-    def jacobian(self, x, control: bool = False) -> np.ndarray:
+    def jacobian(self, x, control: bool = False, mode: str = "auto") -> np.ndarray:
         """``dM/dx`` ``(n, m, d)`` at physical ``x`` (or ``dM/dz`` with ``control=True``)
-        by autograd; rows of the forward must be independent."""
+        by autograd; rows of the forward must be independent. ``mode``: ``"auto"`` (forward
+        mode when ``d < m``, else reverse), ``"forward"`` or ``"reverse"``
+        (:func:`calibration.batched_jacobian`)."""
         from .forward import batched_jacobian
 
         xt, single, _ = _rows(x)
         if control:
-            H = batched_jacobian(lambda z: self.model(self.from_control(z)), self.to_control(xt))
+            H = batched_jacobian(lambda z: self.model(self.from_control(z), native_dtype=True), self.to_control(xt),
+                                 mode=mode, m=self.m)
         else:
-            H = batched_jacobian(self.model, xt)
-        H = H.numpy()
+            H = batched_jacobian(lambda x_: self.model(x_, native_dtype=True), xt, mode=mode, m=self.m)
+        H = H.to(torch.float64).numpy()  # native dtype in: forward mode's check knows the model's precision
         return H[0] if single else H
 
 

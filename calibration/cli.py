@@ -129,7 +129,9 @@ def twin_from_args(args, **kwargs):
 
     torch.set_num_threads(args.threads)
     truth = draw_truth(full, names, given, seed=args.seed)
-    model = ailand.ToyEcLand(dtype=torch.float64, compile=False, dt=args.dt)
+    # compile='auto': runs without gradient (spin-up, truth, model-error draws) compile when their eager
+    # cost would pass ~10 s (windows of months: a one-year run is ~40 s eager); short windows stay eager
+    model = ailand.ToyEcLand(dtype=torch.float64, compile="auto", dt=args.dt)
     forward_model = None
     if args.forward == "emulator":
         from ailand.emulator import Emulator

@@ -23,6 +23,7 @@ venv: $(STAMP)
 # 2. twin experiment on the kept parameters: observations from the physics at a seeded truth,
 #    calibration with the emulator (its error against the physics in R), variational + MCMC,
 #    the physics at the posterior means as the check -> report.md, twin.nc, twin.png
+# Both show their progress on stderr (stages, runs, elapsed time, bars); --no-progress silences them.
 # The emulator is runs/emulator/emulator.pt when `make emulator` has trained one, else the
 # shipped data/emulator/default.pt (the same recipe; ensemble + training take ~18 min).
 DEMO := runs/demo
@@ -31,7 +32,7 @@ demo: $(STAMP)
 	@start=$$(date +%s); set -e; \
 	if [ -f $(EMULATOR) ]; then em="--emulator $(EMULATOR)"; echo "emulator: $(EMULATOR) (trained here)"; \
 	else em=""; echo "emulator: the shipped data/emulator/default.pt (make emulator trains one on runs/ensemble)"; fi; \
-	$(BIN)/ailand screen $(DEMO_CASE) --outputs Qle,Qh --keep 3 --no-progress --out $(DEMO)/screening; \
+	$(BIN)/ailand screen $(DEMO_CASE) --outputs Qle,Qh --keep 3 --out $(DEMO)/screening; \
 	$(BIN)/ailand twin $(DEMO_CASE) --params-from $(DEMO)/screening/screened_space.csv --observe Qle,Qh \
 	    --freq 1D --noise 0.1 --forward emulator $$em --methods variational,mcmc --n-starts 4 \
 	    --mcmc-steps 500 --seed 0 --out $(DEMO)/twin; \

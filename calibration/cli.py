@@ -58,7 +58,9 @@ def register(subparsers) -> None:
                         "the physics, which is added to R (two passes: prior, then around a first posterior); default 32")
     s.add_argument("--no-model-error", action="store_true",
                    help="--forward emulator: leave the emulator's error out of R (over-confident; for comparison)")
-    s.add_argument("--progress", action="store_true", help="progress bars (MCMC, bayesopt, eki, esmda)")
+    s.add_argument("--no-progress", action="store_true",
+                   help="no progress on stderr (by default: each stage with its runs and elapsed time, bars for the "
+                        "model-error draws, variational starts and MCMC steps)")
     s.add_argument("--out", default="runs/twin", help="output directory; default runs/twin")
     s.set_defaults(func=cmd_twin)
 
@@ -111,9 +113,10 @@ def check_twin_args(args) -> None:
         raise ValueError(f"--threads must be >= 1, got {args.threads}")
 
 
-def twin_from_args(args, **kwargs):
+def twin_from_args(args, progress=False, **kwargs):
     """Validate the twin options, then build the :class:`calibration.TwinExperiment` they
-    describe (``kwargs`` go to it). Returns ``(twin, forcing)``."""
+    describe (``kwargs`` go to it; ``progress``: a stage line for the set-up, which runs the
+    spin-up and the truth). Returns ``(twin, forcing)``."""
     import ailand
     from ailand.physics.model import VARIABLES
 
@@ -138,11 +141,14 @@ def twin_from_args(args, **kwargs):
 
         forward_model = Emulator.default() if args.emulator is None else Emulator.load(args.emulator)
         check_variables(",".join(variables), list(forward_model.output_names))
-    forcing = ailand.synthetic_forcing(_split(args.sites), args.start, args.end, freq=forcing_freq(args.dt),
-                                       seed=args.weather_seed)
-    twin = TwinExperiment(model, forcing, model.space.subset(names), truth, Observe(variables, freq=args.freq),
-                          noise=args.noise, seed=args.seed, forward_model=forward_model,
-                          spinup_years=args.spinup_years, **kwargs)
+    from .progress import as_progress
+
+    with as_progress(progress).stage(f"set-up: {args.spinup_years} spin-up year(s), the truth run and its observations"):
+        forcing = ailand.synthetic_forcing(_split(args.sites), args.start, args.end, freq=forcing_freq(args.dt),
+                                           seed=args.weather_seed)
+        twin = TwinExperiment(model, forcing, model.space.subset(names), truth, Observe(variables, freq=args.freq),
+                              noise=args.noise, seed=args.seed, forward_model=forward_model,
+                              spinup_years=args.spinup_years, **kwargs)
     return twin, forcing
 
 
@@ -255,14 +261,17 @@ def forcing_freq(dt: float) -> str:
 def cmd_twin(args) -> int:
     methods = _check_args(args)  # cheap validation first: a typo fails before anything slow
     t_start = time.perf_counter()
+    from .progress import Progress
+
+    progress = Progress(enabled=not args.no_progress)  # stderr only: stdout and the report are the same without it
     twin, forcing = twin_from_args(args, model_error=False if args.no_model_error else None,
-                                   model_error_draws=args.model_error_draws)
+                                   model_error_draws=args.model_error_draws, progress=progress)
     print(f"ailand twin: {', '.join(twin.names)} from {args.freq} {', '.join(twin.observe.variables)} at "
           f"{', '.join(str(s) for s in forcing['site'].values)}, {args.start} .. {args.end} "
           f"(noise {args.noise:g}, {args.spinup_years} spin-up year(s)); inference model {args.forward}; "
           f"truth {', '.join(f'{k}={v:.4g}' for k, v in twin.truth.items())}")
     res = twin.run(methods=methods, n_starts=args.n_starts, mcmc_steps=args.mcmc_steps,
-                   mcmc_walkers=args.mcmc_walkers, bo_budget=args.bo_budget, progress=args.progress,
+                   mcmc_walkers=args.mcmc_walkers, bo_budget=args.bo_budget, progress=progress,
                    n_ensemble=args.n_ensemble, n_iterations=args.n_iterations)
     res.attrs.update({
         "command": "ailand " + " ".join(sys.argv[1:]) if sys.argv and "ailand" in Path(sys.argv[0]).name else "",
@@ -283,6 +292,8 @@ def cmd_twin(args) -> int:
                  else f"; physics at the posterior mean {res.rmse_after_truth_model[k]:.4g}")
         print(f"{m}: obs RMSE {res.rmse_before:.4g} -> {res.rmse_after[k]:.4g} (noise std RMS {res.noise_rms:.4g}{check}), "
               f"{int(res.n_forward_runs[k])} forward runs, {res.wall_time[k]:.1f} s")
+    if "mcmc" in res.results and res.results["mcmc"].convergence:
+        print("mcmc: " + res.results["mcmc"].convergence.replace("(n_steps)", "(--mcmc-steps)"))
     if res.model_error is not None:
         print(f"emulator error in R: {res.attrs['model_error_truth_model_runs']} physics + "
               f"{res.attrs['model_error_inference_runs']} emulator runs, {res.attrs['model_error_wall_time_s']:.1f} s")

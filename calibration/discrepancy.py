@@ -36,6 +36,8 @@ import xarray as xr
 from ailand import ParameterSpace
 from ailand.arrays import to_numpy
 
+from .progress import as_progress
+
 
 @dataclass
 class ModelError:
@@ -102,7 +104,7 @@ class ModelError:
 
 
 def model_error(model, reference, space: ParameterSpace, n: int = 32, seed: int = 0, method: str = "lhs",
-                labels=None, x=None) -> ModelError:
+                labels=None, x=None, progress=False) -> ModelError:
     """Estimate the error of ``model`` against ``reference`` over ``n`` draws from ``space``.
 
     Parameters
@@ -118,6 +120,8 @@ def model_error(model, reference, space: ParameterSpace, n: int = 32, seed: int 
     labels : observation labels for the summary (default ``reference.labels`` if present).
     x : ``(n, d)`` physical parameter sets to use instead of drawing them (e.g.
         :func:`local_draws`); ``n``, ``seed`` and ``method`` are then ignored.
+    progress : a bar over the ``2 n`` runs (the draws through ``model``, then through
+        ``reference``) on stderr (``True`` or a :class:`calibration.progress.Progress`).
 
     Rows where either model is not finite are dropped (with their count in ``attrs``).
     """
@@ -131,8 +135,11 @@ def model_error(model, reference, space: ParameterSpace, n: int = 32, seed: int 
             raise ValueError(f"x must be (n >= 2, {len(space)}) parameter sets in {space.names} order, got {x.shape}")
         method = "given"
     n = x.shape[0]
-    a = to_numpy(model(x), name="model output")
-    b = to_numpy(reference(x), name="reference output")
+    with as_progress(progress).bar(2 * n, desc="model-error draws", unit="run") as bar:
+        a = to_numpy(model(x), name="model output")
+        bar.update(n)
+        b = to_numpy(reference(x), name="reference output")
+        bar.update(n)
     if a.shape != b.shape:
         raise ValueError(f"model gives {a.shape} outputs but reference gives {b.shape}: they must observe the same data")
     d = a - b

@@ -10,6 +10,7 @@ physical units.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -17,7 +18,10 @@ import emcee
 import numpy as np
 import xarray as xr
 
+from .progress import as_progress
 from .result import SavesNetCDF
+
+TAU_FACTOR = 50  # a chain of >= 50 integrated autocorrelation times gives a reliable tau (emcee's rule)
 
 
 @dataclass
@@ -27,7 +31,10 @@ class MCMCResult(SavesNetCDF):
     samples ``(N, d)`` physical, after burn-in and thinning; log_prob ``(N,)``; chain
     ``(n_steps, n_walkers, d)`` physical, the whole chain; tau ``(d,)`` integrated
     autocorrelation time [steps]; acceptance ``(n_walkers,)``; burn, thin; n_eff
-    ``= n_walkers (n_steps - burn) / max tau``.
+    ``= n_walkers (n_steps - burn) / max tau``; ess ``(d,)`` effective sample size per
+    parameter ``n_walkers (n_steps - burn) / tau``; tau_reliable ``(d,)``: the chain is at
+    least 50 tau long, so tau (and the ESS) can be trusted. :attr:`convergence` says in
+    words what to do when it is not.
     """
 
     names: list
@@ -43,6 +50,27 @@ class MCMCResult(SavesNetCDF):
     n_forward_runs: int
     wall_time: float
     attrs: dict = field(default_factory=dict)
+    ess: np.ndarray | None = None
+    tau_reliable: np.ndarray | None = None
+
+    @property
+    def n_steps(self) -> int:
+        return int(self.chain.shape[0])
+
+    @property
+    def convergence(self) -> str:
+        """Empty when the chain is long enough for its autocorrelation time, else what it
+        means and what to do (the steps needed), in words."""
+        if self.tau_reliable is None or np.all(self.tau_reliable):
+            return ""
+        short = [n for n, ok in zip(self.names, self.tau_reliable) if not ok]
+        ess = self.ess if self.ess is not None else np.full(len(self.names), np.nan)
+        need = int(math.ceil(TAU_FACTOR * float(np.nanmax(self.tau)))) if np.isfinite(self.tau).any() else 10 * self.n_steps
+        per = ", ".join(f"{n} tau {t:.0f}, ESS {e:.0f}" for n, t, e in zip(self.names, self.tau, ess))
+        return (f"The chain ({self.n_steps} steps per walker) is shorter than {TAU_FACTOR} integrated autocorrelation "
+                f"times for {', '.join(short)}, so tau and the effective sample sizes are rough estimates ({per}); "
+                f"the posterior mean carries a sampling error of about std / sqrt(ESS). For reliable numbers, run "
+                f"at least {need} steps per walker (n_steps).")
 
     @property
     def mean(self) -> np.ndarray:
@@ -70,6 +98,10 @@ class MCMCResult(SavesNetCDF):
                 "prior_mean": (P, np.full(len(self.names), np.nan) if self.prior_mean is None else self.prior_mean, {"long_name": "prior mean x_b"}),
                 "tau": (P, self.tau, {"long_name": "integrated autocorrelation time (emcee, in the control space)", "units": "steps"}),
                 "acceptance": (("walker",), self.acceptance, {"long_name": "acceptance fraction per walker", "units": "1"}),
+                **({} if self.ess is None else {"ess": (P, self.ess, {
+                    "long_name": "effective sample size n_walkers (n_steps - burn) / tau", "units": "1"})}),
+                **({} if self.tau_reliable is None else {"tau_reliable": (P, self.tau_reliable.astype(np.int8), {
+                    "long_name": f"chain at least {TAU_FACTOR} tau long (tau and ESS reliable)", "units": "1"})}),
             },
             coords={"parameter": self.names, "parameter_": self.names, "sample": np.arange(len(self.samples)),
                     "walker": np.arange(len(self.acceptance))},
@@ -82,6 +114,7 @@ class MCMCResult(SavesNetCDF):
                 "burn": int(self.burn),
                 "thin": int(self.thin),
                 "n_eff": float(self.n_eff),
+                "convergence": self.convergence or f"chain longer than {TAU_FACTOR} tau for every parameter",
                 **self.attrs,
             },
         )
@@ -156,7 +189,8 @@ def _initial_walkers(problem, n_walkers: int, start, rng) -> np.ndarray:
                 return problem.to_u(start)
             problem.check(start, what="start")
             u = problem.to_u(start) + 1e-3 * rng.standard_normal((n_walkers, d))
-    u = np.clip(u, ub[:, 0] + 1e-9 * np.abs(ub[:, 0]) + 1e-12, ub[:, 1] - 1e-9 * np.abs(ub[:, 1]) - 1e-12)
+    margin = np.where(np.isfinite(ub), 1e-9 * np.abs(np.where(np.isfinite(ub), ub, 0.0)) + 1e-12, 0.0)  # inf bounds: none
+    u = np.clip(u, ub[:, 0] + margin[:, 0], ub[:, 1] - margin[:, 1])
     bad = ~problem.inside(problem.from_u(u))
     if bad.any():  # constraint violations: restart those walkers at the prior mean / box centre, jittered
         u[bad] = np.where(np.isfinite(ub).all(1), 0.5 * (ub[:, 0] + ub[:, 1]), 0.0) if problem.B is None else 0.0
@@ -165,7 +199,7 @@ def _initial_walkers(problem, n_walkers: int, start, rng) -> np.ndarray:
 
 
 def mcmc(problem, n_walkers: int | None = None, n_steps: int = 2000, seed: int = 0, start=None,
-         burn: int | None = None, thin: int | None = None, progress: bool = True) -> MCMCResult:
+         burn: int | None = None, thin: int | None = None, progress=False) -> MCMCResult:
     """Sample ``exp(-J)`` with emcee; returns an :class:`MCMCResult`.
 
     Parameters
@@ -179,9 +213,11 @@ def mcmc(problem, n_walkers: int | None = None, n_steps: int = 2000, seed: int =
         ``(n_walkers, d)``, or a :class:`~calibration.variational.VariationalResult`
         (a small ball around its optimum: the fastest burn-in).
     burn, thin : default ``burn = 2 max(tau)`` (at most half the chain) and
-        ``thin = max(1, min(tau) / 2)``, from emcee's integrated autocorrelation time
-        (``quiet=True``: a warning, not an error, when the chain is shorter than 50 tau).
-    progress : emcee's progress bar.
+        ``thin = max(1, min(tau) / 2)``, from emcee's integrated autocorrelation time.
+        A chain shorter than 50 tau still gives an estimate; the result says so in words
+        (:attr:`MCMCResult.convergence`, with the effective sample size per parameter and the
+        steps needed) instead of emcee's warning.
+    progress : a bar over the steps on stderr (``True`` or a :class:`calibration.progress.Progress`).
     """
     t0 = time.perf_counter()
     runs0 = problem.n_forward_runs
@@ -198,8 +234,12 @@ def mcmc(problem, n_walkers: int | None = None, n_steps: int = 2000, seed: int =
 
     sampler = emcee.EnsembleSampler(n_walkers, d, log_prob, vectorize=True)
     sampler.random_state = np.random.RandomState(seed).get_state()
-    sampler.run_mcmc(u0, n_steps, progress=progress)
-    tau = np.atleast_1d(sampler.get_autocorr_time(quiet=True))
+    pg = as_progress(progress)
+    pg.say(f"MCMC: {n_walkers} walkers x {n_steps} steps (up to {n_walkers * n_steps} forward runs)")
+    sampler.run_mcmc(u0, n_steps, progress=pg.enabled, progress_kwargs=pg.tqdm_kwargs("MCMC steps", "step"))
+    # tol=0: the estimate without emcee's own check (a logged warning); the check is ours, in words
+    tau = np.atleast_1d(sampler.get_autocorr_time(tol=0)).astype(float)
+    reliable = np.isfinite(tau) & (TAU_FACTOR * tau <= n_steps)
     tau_max = float(np.nanmax(tau)) if np.isfinite(tau).any() else float(n_steps) / 10
     burn = int(min(2 * tau_max, n_steps // 2)) if burn is None else int(burn)
     thin = int(max(1, np.nanmin(tau) / 2)) if thin is None else int(thin)
@@ -212,6 +252,7 @@ def mcmc(problem, n_walkers: int | None = None, n_steps: int = 2000, seed: int =
         names=list(problem.names), samples=problem.from_u(u), log_prob=lp, chain=chain, tau=tau,
         acceptance=sampler.acceptance_fraction.copy(), burn=burn, thin=thin,
         n_eff=n_walkers * (n_steps - burn) / tau_max,
+        ess=n_walkers * (n_steps - burn) / np.where(np.isfinite(tau), tau, tau_max), tau_reliable=reliable,
         prior_mean=None if problem.x_b is None else np.asarray(problem.x_b, dtype=float),
         n_forward_runs=problem.n_forward_runs - runs0, wall_time=time.perf_counter() - t0,
         attrs={"n_walkers": n_walkers, "n_steps": int(n_steps), "seed": int(seed),

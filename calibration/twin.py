@@ -37,6 +37,7 @@ from .forward import Forward
 from .mcmc import mcmc
 from .observe import Observe
 from .problem import Problem
+from .progress import as_progress
 from .variational import start_design, variational
 
 METHODS = ("variational", "mcmc", "bayesopt", "eki", "esmda")
@@ -169,9 +170,28 @@ class TwinResult:
                       "| variable | mean abs bias | RMS std | RMS difference |", "|---|---|---|---|"]
             for v, row in self.model_error.iterrows():
                 lines.append(f"| {v} | {row['mean_abs_bias']:.3g} | {row['rms_std']:.3g} | {row['rms_difference']:.3g} |")
+        lines += self.mcmc_summary()
         lines += ["", "![prior, posterior and truth](twin.png)", ""]
         (d / "report.md").write_text("\n".join(lines))
         return d
+
+    def mcmc_summary(self) -> list[str]:
+        """Report lines on the MCMC chain: autocorrelation time and effective sample size per
+        parameter, and whether the chain is long enough (what to do when it is not)."""
+        mc = self.results.get("mcmc")
+        if mc is None or getattr(mc, "ess", None) is None:
+            return []
+        lines = ["", "## MCMC sampling", "",
+                 f"{mc.attrs.get('n_walkers', '')} walkers x {mc.n_steps} steps, burn-in {mc.burn}, thin {mc.thin}, "
+                 f"mean acceptance {float(np.mean(mc.acceptance)):.2f}.", "",
+                 "| parameter | autocorrelation time [steps] | effective sample size |", "|---|---|---|"]
+        for n, t, e, ok in zip(mc.names, mc.tau, mc.ess, mc.tau_reliable):
+            lines.append(f"| {n} | {t:.1f}{'' if ok else ' (rough: chain < 50 tau)'} | {e:.0f} |")
+        if mc.convergence:
+            lines += ["", mc.convergence.replace("(n_steps)", "(`ailand twin --mcmc-steps`, `TwinExperiment.run(mcmc_steps=...)`)")]
+        else:
+            lines += ["", "The chain is longer than 50 autocorrelation times for every parameter: tau and ESS are reliable."]
+        return lines
 
     def plot(self, path=None):
         """Per parameter: prior (+- 2 sd), each method's posterior (+- 2 sd) and the truth
@@ -283,7 +303,7 @@ class TwinExperiment:
         self.model_error: ModelError | None = None  # the estimate in use (second pass), set by estimate_model_error
         self.model_error_info: dict = {}
 
-    def estimate_model_error(self, n_starts: int = 4, maxiter: int = 200) -> ModelError:
+    def estimate_model_error(self, n_starts: int = 4, maxiter: int = 200, progress=False) -> ModelError:
         """Two-pass estimate of the inference model's error; sets :attr:`problem` to use it.
 
         1. ``S1`` from ``model_error_draws`` LHS draws of the prior space; variational
@@ -293,14 +313,20 @@ class TwinExperiment:
 
         Costs ``2 * model_error_draws`` runs of each model plus the pass-1 calibration;
         counted in :attr:`model_error_info` (and the report), not in the methods' runs.
+        ``progress``: stage lines and bars on stderr (``True`` or a :class:`calibration.progress.Progress`).
         """
         t0 = time.perf_counter()
+        pg = as_progress(progress)
         n = self.model_error_draws
-        me1 = model_error(self.forward, self.truth_forward, self.space, n=n, seed=self.seed)
+        inf, ref = type(self.forward_model).__name__, type(self.model).__name__
+        with pg.stage(f"{inf} error against {ref}, pass 1/2: {n} prior draws x 2 models"):
+            me1 = model_error(self.forward, self.truth_forward, self.space, n=n, seed=self.seed, progress=pg)
         p1 = Problem(self.forward, self.y, R=me1.total_covariance(self.obs_std), prior=self.space)
-        r1 = variational(p1, n_starts=n_starts, seed=self.seed, maxiter=maxiter)
+        with pg.stage(f"{inf} error, first posterior: variational, {n_starts} start{'s' * (n_starts != 1)}"):
+            r1 = variational(p1, n_starts=n_starts, seed=self.seed, maxiter=maxiter, progress=pg)
         xs = local_draws(p1, r1.x, r1.A_control, n=n, seed=self.seed + 1)
-        me2 = model_error(self.forward, self.truth_forward, self.space, x=xs)
+        with pg.stage(f"{inf} error against {ref}, pass 2/2: {n} draws around the first posterior x 2 models"):
+            me2 = model_error(self.forward, self.truth_forward, self.space, x=xs, progress=pg)
         self.problem = Problem(self.forward, self.y, R=me2.total_covariance(self.obs_std), prior=self.space)
         self.model_error = me2
         self.model_error_info = {
@@ -345,44 +371,52 @@ class TwinExperiment:
         run :func:`calibration.ensemble_kalman.eki` / :func:`~calibration.ensemble_kalman.esmda`
         with ``n_ensemble`` members (default 10 d); ``n_iterations`` caps EKI's updates (it
         stops at algorithm time 1) and sets ES-MDA's ``alphas = (n,) * n`` (default 4). They
-        report the final ensemble's mean and std.
+        report the final ensemble's mean and std. ``progress``: stage lines (what runs, how
+        many runs, elapsed time) and bars on stderr (``True`` or a :class:`calibration.progress.Progress`).
         """
+        pg = as_progress(progress)
         methods = [methods] if isinstance(methods, str) else list(methods)
         bad = [m for m in methods if m not in METHODS]
         if bad or not methods:
             raise ValueError(f"methods must be a non-empty subset of {METHODS}, got {methods}")
         if self.use_model_error and self.model_error is None:
-            self.estimate_model_error(n_starts=n_starts, maxiter=maxiter)
+            self.estimate_model_error(n_starts=n_starts, maxiter=maxiter, progress=pg)
         p = self.problem
         prior_mean = np.asarray(p.x_b, dtype=float)
         prior_std = np.where(p.log, p.x_b, 1.0) * np.sqrt(np.diag(p.B))
         rmse_before = self.rmse(prior_mean)
         means, stds, rmse_after, runs, walls, results = [], [], [], [], [], {}
+        mcmc_after_var = "mcmc" in methods and "variational" in methods[:methods.index("mcmc")]
+        what = {"variational": f"{n_starts} L-BFGS-B start{'s' * (n_starts != 1)}, then the Gauss-Newton posterior",
+                "mcmc": f"emcee, started {'at the variational optimum' if mcmc_after_var else 'from prior draws'}", "bayesopt": f"{bo_budget} forward runs",
+                "eki": "ensemble Kalman inversion", "esmda": "ensemble smoother with multiple data assimilation"}
         for m in methods:
             t0, r0 = time.perf_counter(), p.n_forward_runs
+            pg.say(f"{m}: {what.get(m, '')} ...")
             if m == "variational":
                 starts = None
                 if self.model_error_info:  # the pass-1 optimum replaces the last start of the design
                     starts = start_design(p, n_starts, self.seed)
                     starts[-1] = self.model_error_info["pass1_x"]
-                res = variational(p, n_starts=n_starts, seed=self.seed, maxiter=maxiter, starts=starts)
+                res = variational(p, n_starts=n_starts, seed=self.seed, maxiter=maxiter, starts=starts, progress=pg)
                 mean, std = res.x, res.std
             elif m == "bayesopt":
-                res = bayesian_optimisation(p, budget=bo_budget, seed=self.seed, progress=progress)
+                res = bayesian_optimisation(p, budget=bo_budget, seed=self.seed, progress=bool(pg))
                 mean, std = res.best_x, np.full(len(self.names), np.nan)
             elif m == "eki":
-                res = eki(p, n_ensemble=n_ensemble, n_iterations=n_iterations, seed=self.seed, progress=progress)
+                res = eki(p, n_ensemble=n_ensemble, n_iterations=n_iterations, seed=self.seed, progress=bool(pg))
                 mean, std = res.mean, res.std
             elif m == "esmda":
                 k = 4 if n_iterations is None else int(n_iterations)
-                res = esmda(p, n_ensemble=n_ensemble, alphas=(float(k),) * k, seed=self.seed, progress=progress)
+                res = esmda(p, n_ensemble=n_ensemble, alphas=(float(k),) * k, seed=self.seed, progress=bool(pg))
                 mean, std = res.mean, res.std
             else:
                 start = results.get("variational")
-                res = mcmc(p, n_walkers=mcmc_walkers, n_steps=mcmc_steps, seed=self.seed, start=start, progress=progress)
+                res = mcmc(p, n_walkers=mcmc_walkers, n_steps=mcmc_steps, seed=self.seed, start=start, progress=pg)
                 mean, std = res.mean, res.std
             walls.append(time.perf_counter() - t0)
             runs.append(p.n_forward_runs - r0)
+            pg.say(f"{m}: done in {walls[-1]:.1f} s, {runs[-1]} forward runs")
             results[m] = res
             means.append(np.asarray(mean, dtype=float))
             stds.append(np.asarray(std, dtype=float))

@@ -21,6 +21,7 @@ import scipy.stats
 import torch
 import xarray as xr
 
+from .progress import as_progress
 from .result import SavesNetCDF
 
 
@@ -191,7 +192,8 @@ def gauss_newton(problem, x) -> dict:
             "output_std": np.sqrt(np.clip(np.diag(out_cov), 0, None))}
 
 
-def variational(problem, n_starts: int = 16, seed: int = 0, maxiter: int = 200, starts=None, options: dict | None = None) -> VariationalResult:
+def variational(problem, n_starts: int = 16, seed: int = 0, maxiter: int = 200, starts=None, options: dict | None = None,
+                progress=False) -> VariationalResult:
     """Minimise ``J`` with L-BFGS-B from several starts; Gauss-Newton posterior at the best.
 
     Parameters
@@ -206,6 +208,8 @@ def variational(problem, n_starts: int = 16, seed: int = 0, maxiter: int = 200, 
         model; ``ftol=1e-8, gtol=1e-5`` when it computes in float32, as the emulator does:
         a float32 J is not resolved better than ~1e-7 relative, and a tighter ``ftol`` only
         makes L-BFGS-B end in failing line searches, each costing up to 20 runs).
+    progress : a bar over the starts (best J, forward runs) on stderr (``True`` or a
+        :class:`calibration.progress.Progress`).
 
     Every start costs about ``nit + a few`` forward runs of one member (cost and
     gradient together by autograd). Returns a :class:`VariationalResult`.
@@ -233,6 +237,7 @@ def variational(problem, n_starts: int = 16, seed: int = 0, maxiter: int = 200, 
         return float(J.detach()), g[0].numpy().copy()
 
     optima, J_opt, hists, success, nit, msgs = [], [], [], [], [], []
+    bar = as_progress(progress).bar(len(x0s), desc="variational starts", unit="start")
     for x0 in x0s:
         hist = [J_and_grad(problem.to_u(x0))[0]]
 
@@ -247,6 +252,9 @@ def variational(problem, n_starts: int = 16, seed: int = 0, maxiter: int = 200, 
         success.append(bool(res.success))
         nit.append(int(res.nit))
         msgs.append(str(res.message))
+        bar.set_postfix_str(f"best J {min(J_opt):.4g}, {problem.n_forward_runs - runs0} runs", refresh=False)
+        bar.update(1)
+    bar.close()
     optima, J_opt = np.asarray(optima), np.asarray(J_opt)
     best = int(np.argmin(J_opt))
     x_a = optima[best]

@@ -90,7 +90,7 @@ def main():
 
     # ---- 1. variational + MCMC (the make demo settings)
     t = time.perf_counter()
-    res = twin.run(methods=("variational", "mcmc"), n_starts=N_STARTS, mcmc_steps=MCMC_STEPS)
+    res = twin.run(methods=("variational", "mcmc"), n_starts=N_STARTS, mcmc_steps=MCMC_STEPS, progress=True)
     res.report(OUT / "twin")
     t_twin = time.perf_counter() - t
     print(f"\nvariational + MCMC with the emulator (its error in R): {t_twin:.1f} s\n{res.table()}")

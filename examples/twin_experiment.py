@@ -97,7 +97,7 @@ print(f"{twin}  [{time.perf_counter() - t0:.0f} s: spin-up and truth run]")
 # --- 2. calibrate with the emulator -------------------------------------------------------
 # variational: L-BFGS-B from the prior mean + 3 Sobol' starts, Gauss-Newton posterior;
 # mcmc: emcee walkers in a ball around the variational optimum (one emulator call per step).
-res = twin.run(methods=("variational", "mcmc"), n_starts=4, mcmc_steps=500)
+res = twin.run(methods=("variational", "mcmc"), n_starts=4, mcmc_steps=500, progress=True)  # stages + bars on stderr
 res.report(OUT)  # report.md, twin.nc, twin.png
 print()
 print(res.table())

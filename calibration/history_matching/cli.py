@@ -55,7 +55,7 @@ def register(subparsers) -> None:
     s.add_argument("--stop", action="store_true",
                    help="stop early when a stop rule fires (NROY fraction barely changes, emulator variance "
                         "below observation variance in NROY)")
-    s.add_argument("--progress", action="store_true", help="progress bar over the simulator runs")
+    s.add_argument("--no-progress", action="store_true", help="no progress bar over the simulator runs (on stderr)")
     s.add_argument("--out", default="runs/waves", help="output directory (the waves are saved there); default runs/waves")
     s.set_defaults(func=cmd_waves)
 
@@ -101,7 +101,7 @@ def cmd_waves(args) -> int:
     hm = HistoryMatching(twin.forward, twin.y, space, obs_std=twin.obs_std,
                          discrepancy_std=args.discrepancy * series_std, cutoff=args.cutoff, nth=args.nth,
                          path=args.out, seed=args.seed, batch_size=args.batch_size, n_mc=args.mc_samples,
-                         emulator={"n_iter": args.gp_iter}, progress=args.progress)
+                         emulator={"n_iter": args.gp_iter}, progress=not args.no_progress)
     tv = twin.truth_vector[None]
     if hm.n_waves:
         print(f"resuming {args.out}: {hm.n_waves} wave(s) done")

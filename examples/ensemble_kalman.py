@@ -10,6 +10,11 @@ Writes ``runs/ensemble_kalman/l96/``: ``l96.png``, ``letkf.nc``, ``summary.json`
 The same filter from the command line: ``ailand l96 --method letkf --members 7 --infl 1.04 --loc-rad 4``.
 Measured results and runtime: see the ``l96_twin`` docstring.
 
+Section "Land filter" (:func:`land_filter`)
+------------------------------------------
+The ETKF cycling the toy ecLand at two sites: soil water corrected and per-site rainfall
+factors recovered from daily top-layer soil moisture. Writes ``runs/ensemble_kalman/land/``.
+
 Section "EKI and ES-MDA on the toy ecLand twin" (:func:`ecland_twin`)
 --------------------------------------------------------------------
 Gradient-free calibration of RSMIN, LAI_SCALE and ALB_VEG from daily latent (Qle) and
@@ -32,6 +37,7 @@ Run (from the repository root)::
     .venv/bin/python examples/ensemble_kalman.py            # every section
     .venv/bin/python examples/ensemble_kalman.py ecland     # this section only
     .venv/bin/python examples/ensemble_kalman.py l96        # the Lorenz-96 section only
+    .venv/bin/python examples/ensemble_kalman.py land       # the land filter section only
 
 The same twin from the command line (without the per-iteration figures)::
 
@@ -186,7 +192,99 @@ def l96_twin(out: Path = OUT / "l96") -> Path:
     return out
 
 
-SECTIONS = {"l96": l96_twin, "ecland": ecland_twin}
+# ---------------------------------------------------------------- land DA: soil water and rain factors
+def land_filter(out: Path = OUT / "land") -> Path:
+    """The ETKF cycling the toy ecLand (:class:`calibration.ensemble_kalman.LandStep`).
+
+    Truth: the physics (float64, 3-hourly step) at FR-Fon and FI-Hyy from 1 May 2020 for 60
+    days with the rainfall scaled by 0.6 and 1.4; daily observations of the top-layer soil
+    moisture ``swvl1`` at the end of each day (error 0.01 m3 m-3). The 30-member ensemble starts
+    0.05 m3 m-3 too dry in the top two layers (spread 0.03) with rain factors N(1, 0.3^2) per
+    site; the state (soil water and temperature, skin temperature, snow, interception) and the
+    two factors are analysed together (posterior inflation 1.02). The free run is the same
+    ensemble without analyses.
+
+    Writes ``runs/ensemble_kalman/land/``: ``land.nc`` (the filter Dataset), ``land.png``
+    (swvl1 and swvl2 at FR-Fon: truth, observations, free run, analysis with spread; the factors
+    against time), ``summary.json``.
+
+    Measured (seed 0/1; 13 s on the loaded 2-core machine): swvl1-2 RMSE over the last 30
+    days 0.0015 m3 m-3 (analysis) against 0.0137 (free run); rain factors 0.609 +- 0.057 and
+    1.456 +- 0.079 (truth 0.6 and 1.4, prior 1 +- 0.3).
+    """
+    import json
+
+    import matplotlib.pyplot as plt
+    import numpy as np
+    import torch
+
+    import ailand
+    from calibration.ensemble_kalman import CyclingFilter, LandStep
+
+    torch.set_num_threads(1)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    sites, K, sig, true_f = ["FR-Fon", "FI-Hyy"], 60, 0.01, np.array([0.6, 1.4])
+    model = ailand.ToyEcLand(dtype=torch.float64, compile=False, dt=10800.0)
+    forcing = ailand.synthetic_forcing(sites, "2020-05-01", "2020-07-01", freq="3h")
+    step = LandStep(model, forcing, scale_input="Rainf", spinup_years=0)
+    truth = step.truth_run(K, factors=true_f)
+    idx = step.obs_index(["swvl1"])
+    y = truth[:, idx] + sig * np.random.default_rng(0).standard_normal((K, len(idx)))
+    E0 = step.initial_ensemble(30, np.random.default_rng(1), state_std={"swvl1": 0.03, "swvl2": 0.03}, factor_std=0.3)
+    E0[:, : 2 * len(sites)] -= 0.05
+    flt = CyclingFilter(step, idx, np.full(len(idx), sig**2), step.layout, method="etkf", infl=1.02,
+                        names=step.names, units=step.units, input_fn=step.input_fn,
+                        factor_index=step.factor_index, seed=0, progress=True)
+    ds = flt.run(E0.clone(), y, truth=truth)
+    step.reset(30)
+    x, f = E0[:, : step.layout.n_state].clone(), E0[:, step.layout.n_state:]
+    free = []
+    for k in range(K):
+        x = step(x, k, None, step.input_fn(k)[None] * f[:, step.factor_index])
+        free.append(x.mean(0))
+    free = torch.stack(free).numpy()
+    soil = [i for i, n in enumerate(step.names) if n.startswith(("swvl1", "swvl2"))]
+    rmse = lambda m: float(np.sqrt(((m[K // 2:, soil] - truth[K // 2:, soil]) ** 2).mean()))
+    fac = [f"Rainf_factor@{s}" for s in sites]
+    summary = {"swvl12_rmse_analysis": rmse(ds.mean_a.values), "swvl12_rmse_free": rmse(free),
+               "factor_truth": true_f.tolist(), "factor_mean": ds.mean_a.sel(variable=fac).values[-1].tolist(),
+               "factor_spread": ds.spread_a.sel(variable=fac).values[-1].tolist(), "wall_s": time.perf_counter() - t0}
+    print(f"swvl1-2 RMSE over the last 30 days: analysis {summary['swvl12_rmse_analysis']:.4f}, free run "
+          f"{summary['swvl12_rmse_free']:.4f} m3 m-3; rain factors {np.round(summary['factor_mean'], 3)} "
+          f"+- {np.round(summary['factor_spread'], 3)} (truth {true_f})")
+
+    fig, axes = plt.subplots(3, 1, figsize=(9, 9), sharex=True)
+    days = ds.time.values
+    for ax, var in zip(axes[:2], ("swvl1@FR-Fon", "swvl2@FR-Fon")):
+        j = step.names.index(var)
+        m, s_ = ds.mean_a.sel(variable=var), ds.spread_a.sel(variable=var)
+        ax.plot(days, truth[:, j], "k", lw=1.2, label="truth")
+        if var.startswith("swvl1"):
+            ax.plot(days, y[:, 0], "r.", ms=4, label="observations")
+        ax.plot(days, free[:, j], color="grey", ls="--", label="free run (ensemble mean)")
+        ax.plot(days, m, "C0", label="analysis mean")
+        ax.fill_between(days, m - s_, m + s_, color="C0", alpha=0.3, label="+-1 spread")
+        ax.set_ylabel(f"{var} [m3 m-3]")
+        ax.legend(fontsize=7)
+    for i, name in enumerate(fac):
+        m, s_ = ds.mean_a.sel(variable=name), ds.spread_a.sel(variable=name)
+        axes[2].plot(days, m, f"C{i}", label=name)
+        axes[2].fill_between(days, m - s_, m + s_, color=f"C{i}", alpha=0.3)
+        axes[2].axhline(true_f[i], color=f"C{i}", ls=":", lw=1)
+    axes[2].set_ylabel("rain factor [-]")
+    axes[2].set_xlabel("day (analysis at the end of the day)")
+    axes[2].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "land.png", dpi=110)
+    plt.close(fig)
+    ds.to_netcdf(out / "land.nc")
+    (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    print(f"wrote {out}/; {time.perf_counter() - t0:.0f} s")
+    return out
+
+
+SECTIONS = {"l96": l96_twin, "ecland": ecland_twin, "land": land_filter}
 
 
 def main(argv=None) -> int:

@@ -30,13 +30,23 @@ ensemble     EKI and ES-MDA (:mod:`calibration.ensemble_kalman`, EKP's defaults,
              (i) the physics identical twin, reference = one-start variational (Gauss-Newton
              mode and std; MCMC on the physics would take hours); (ii) the emulator with its
              error in R (two-pass estimate), reference = MCMC (emcee, 16 walkers x
-             ``--ens-mcmc-steps``), with the variational posterior also compared to it. Per
+             ``--ens-mcmc-steps``), with the variational posterior and ES-MDA with 16 alphas of 16
+             (N = 100, 300) also compared to it. Per
              method: forward runs (members evaluated), wall time, |mean - reference mean| /
              reference sd and sd / reference sd per parameter.
+long_window  its own set-up (issue 11): one year (2017) of daily Qle, swvl1 and sd at FR-Fon and
+             FI-Hyy (m = 2,190), 4 parameters (RSMIN, LAI_SCALE, ALB_VEG, KSAT), the emulator as
+             forward. One Forward call; Forward.jacobian (2190 x 4) in reverse mode (m adjoint
+             passes), forward mode (d tangent passes by double backward, the default for d < m)
+             and with torch's forward-AD dual numbers (for comparison); then the whole
+             ``ailand twin`` command of the issue (``--n-starts 2``, emulator error in R) as a
+             subprocess with ``--threads 1``. ``before`` holds the same measurements made on the
+             code before the forward mode (reverse-mode H everywhere).
 
     .venv/bin/python benchmarks/calibration.py --threads 1           # ~10-20 min on 2 cores
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/calibration.py --threads 1 --only ensemble   # ~15 min
     .venv/bin/python benchmarks/calibration.py --quick               # smoke run, ~2 min
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/calibration.py --threads 1 --only long_window   # ~10 min
 
 Prints a table per section and writes JSON (``--out``, default
 ``benchmarks/results/calibration.json``; ``--quick``: ``/tmp/bench/calibration_quick.json``).
@@ -63,7 +73,17 @@ ROOT = Path(__file__).resolve().parent.parent
 # folder from the path so that `import calibration` finds the package, not this script
 sys.path[:] = [p for p in sys.path if Path(p or os.getcwd()).resolve() != Path(__file__).resolve().parent]
 TRUTH = {"RSMIN": 180.0, "LAI_SCALE": 1.3, "ALB_VEG": 0.16}
-SECTIONS = ("gradient", "variational", "mcmc", "model_error", "ensemble")
+SECTIONS = ("gradient", "variational", "mcmc", "model_error", "ensemble", "long_window")
+LONG_WINDOW = ["--sites", "FR-Fon,FI-Hyy", "--params", "RSMIN,LAI_SCALE,ALB_VEG,KSAT", "--start", "2017-01-01",
+               "--end", "2017-12-31", "--observe", "Qle,swvl1,sd", "--forward", "emulator", "--methods", "variational",
+               "--n-starts", "2", "--threads", "1"]
+LONG_WINDOW_BEFORE = {  # measured on the code before forward mode (reverse-mode H), one thread, 2-core machine
+    "issue_11": {"forward_call_s": 0.54, "jacobian_reverse_s": 343.0, "twin_total_s": 1380.0,
+                 "twin_model_error_s": 748.0, "twin_variational_s": 551.0},
+    "rerun_70947ae": {"twin_total_s": 1535.2, "twin_model_error_s": 842.7, "twin_variational_s": 609.8,
+                      "load_average": "0.2 at the start, 2.0-2.9 during (other jobs)",
+                      "command": "ailand twin " + " ".join(LONG_WINDOW)},
+}
 
 
 def gradient_section(problem, x0, label: str, repeat: int) -> dict:
@@ -174,9 +194,67 @@ def ensemble_section(phys, emu, mcmc_steps: int) -> dict:
     for n in (30, 100):
         compare(f"eki N={n}", p, ref_mean, ref_sd, rows, ens(cal.eki, p, n))
         compare(f"esmda N={n}", p, ref_mean, ref_sd, rows, ens(cal.esmda, p, n))
+    for n in (100, 300):  # smaller steps: 16 alphas of 16 (the nonlinearity of the response)
+        compare(f"esmda N={n} alphas 16 x 16", p, ref_mean, ref_sd, rows, ens(cal.esmda, p, n, alphas=(16.0,) * 16))
     out["emulator"] = {"reference": f"mcmc (16 walkers x {mcmc_steps} steps)", "rows": rows,
                        "model_error_estimate": "two passes, not counted in the rows"}
     return out
+
+
+def long_window_section(skip_reverse: bool = False) -> dict:
+    """Forward call and Jacobian modes on the one-year window, then the whole twin command."""
+    import subprocess
+    import tempfile
+
+    import torch
+    import torch.autograd.forward_ad as fwAD
+
+    import ailand
+    import calibration as cal
+    from ailand.emulator import Emulator
+
+    opt = dict(zip(LONG_WINDOW[::2], LONG_WINDOW[1::2]))
+    forcing = ailand.synthetic_forcing(opt["--sites"].split(","), opt["--start"], opt["--end"], seed=0)
+    physics = ailand.ToyEcLand(dtype=torch.float64)  # as the CLI: only its spun-up state is used here
+    space = physics.space.subset(opt["--params"].split(","))
+    state0 = physics.initial_conditions(forcing, spinup_years=1)
+    F = cal.Forward(Emulator.default(), forcing, space, cal.Observe(opt["--observe"].split(","), freq="1D"), state0=state0)
+    x = torch.as_tensor(space.default_vector)[None]
+    n, d = x.shape
+    row = {"m": F.n_obs, "d": d, "before": LONG_WINDOW_BEFORE}
+    row["forward_call_s"], _ = best_time(lambda: F(x.numpy()), 3)
+    row["jacobian_forward_s"], Jf = best_time(lambda: F.jacobian(x, mode="forward"))
+    row["jacobian_auto_mode"] = cal.forward.jacobian_mode(d, F.n_obs)
+
+    def dual():  # d members, member j with tangent e_j: one run of dual numbers
+        with fwAD.dual_level():
+            y = F(fwAD.make_dual(x.repeat_interleave(d, 0), torch.eye(d, dtype=x.dtype).repeat(n, 1)))
+            return fwAD.unpack_dual(y).tangent.detach().reshape(n, d, -1).permute(0, 2, 1).to(torch.float64)
+
+    row["jacobian_dual_numbers_s"], Jd = best_time(dual)
+    scale = Jf.abs().amax(dim=1, keepdim=True)
+    row["max_rel_diff_dual_vs_forward"] = float(((Jd - Jf).abs() / scale).max())
+    if not skip_reverse:
+        row["jacobian_reverse_s"], Jr = best_time(lambda: F.jacobian(x, mode="reverse"))
+        row["max_rel_diff_forward_vs_reverse"] = float(((Jf - Jr).abs() / scale).max())
+    print(f"\nlong window: m = {F.n_obs}, d = {d} (emulator); one Forward call {row['forward_call_s']:.2f} s; "
+          f"Forward.jacobian: forward mode {row['jacobian_forward_s']:.1f} s, dual numbers "
+          f"{row['jacobian_dual_numbers_s']:.1f} s, reverse mode {row.get('jacobian_reverse_s', float('nan')):.1f} s")
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, "-m", "ailand.cli", "twin", *LONG_WINDOW, "--out", tmp]
+        t0, load0 = time.perf_counter(), os.getloadavg()
+        proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        row["twin_wall_s"] = time.perf_counter() - t0
+    row["twin_load_average"] = [load0, os.getloadavg()]
+    row["twin_command"] = "OMP_NUM_THREADS=1 ailand twin " + " ".join(LONG_WINDOW)
+    row["twin_returncode"] = proc.returncode
+    row["twin_stdout_tail"] = proc.stdout.splitlines()[-14:]
+    print(f"twin ({row['twin_command']}): {row['twin_wall_s']:.1f} s (before: "
+          f"{LONG_WINDOW_BEFORE['rerun_70947ae']['twin_total_s']:.0f} s; issue: {LONG_WINDOW_BEFORE['issue_11']['twin_total_s']:.0f} s)")
+    print("\n".join(row["twin_stdout_tail"][-4:]))
+    if proc.returncode:
+        print(proc.stderr[-2000:])
+    return row
 
 
 def main(argv=None) -> int:
@@ -190,6 +268,7 @@ def main(argv=None) -> int:
     p.add_argument("--ens-mcmc-steps", type=int, default=1000, help="ensemble section: steps of the reference MCMC")
     p.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}")
     p.add_argument("--quick", action="store_true", help="one site, 10 days, fewer repeats (smoke run)")
+    p.add_argument("--skip-reverse", action="store_true", help="long_window: leave out the reverse-mode Jacobian (~6 min)")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     if args.quick:
@@ -215,6 +294,10 @@ def main(argv=None) -> int:
                   "observe": "daily Qle, Qh", "truth_model": "ToyEcLand float64 eager, dt 3600 s",
                   "emulator": "Emulator.default() (data/emulator/default.pt, 6-hourly)"},
     }
+    if "long_window" in only:
+        result["long_window"] = long_window_section(args.skip_reverse)
+    if only == {"long_window"}:  # it has its own set-up: skip the twins of the other sections
+        return _write(result, only, out)
     physics = ailand.ToyEcLand(dtype=torch.float64, compile=False)
     emulator = Emulator.default()
     forcing = ailand.synthetic_forcing(args.sites.split(","), args.start, args.end, seed=0)
@@ -344,7 +427,11 @@ def main(argv=None) -> int:
 
     if "ensemble" in only:
         result["ensemble"] = ensemble_section(phys, emu, args.ens_mcmc_steps)
+    return _write(result, only, out)
 
+
+def _write(result: dict, only: set, out: Path) -> int:
+    """Write the JSON (merging into the last results when only some sections ran)."""
     result["machine"]["load_average_end"] = os.getloadavg()
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.exists() and only != set(SECTIONS):  # --only some sections: keep the others' last results

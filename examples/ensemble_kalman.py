@@ -77,7 +77,7 @@ def ecland_twin(out: Path = OUT / "ecland") -> Path:
 
     Both contain the truth within 2 sigma. Observation RMSE: 8.958 at the prior mean, 2.675 (eki)
     and 2.673 (esmda) after, against a noise std RMS of 2.708 W m-2. One-start variational on the
-    same case (``benchmarks/calibration.py --only ensemble``) took 550 s for 184.97 +- 5.3,
+    same case (``benchmarks/calibration.py --only ensemble``) took 550 s and 690 s (two runs) for 184.97 +- 5.3,
     1.334 +- 0.035, 0.1623 +- 0.0016. The README's "EKI and ES-MDA" tables compare this case with
     variational and MCMC.
     """

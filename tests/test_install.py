@@ -46,9 +46,12 @@ def _pip(src: Path, *args) -> str:
 
 
 def test_editable_install_prints_no_setuptools_warning(source, tmp_path):
-    log = _pip(source, "install", "-v", "--no-deps", "--no-build-isolation", "--no-warn-script-location",
+    # --ignore-installed: into the throwaway prefix only; without it pip first uninstalls the
+    # project's own editable install from the running environment
+    log = _pip(source, "install", "-v", "--no-deps", "--no-build-isolation", "--no-warn-script-location", "--ignore-installed",
                "-e", ".", "--prefix", str(tmp_path / "prefix"))
     assert "Successfully installed ailand" in log
+    assert "uninstall" not in log.lower(), "the test install touched the running environment's ailand"
     assert _warnings(log) == [], "\n".join(_warnings(log))
 
 

@@ -17,8 +17,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 IGNORE = shutil.ignore_patterns(".venv", "runs", ".git", "__pycache__", "*.egg-info", "build", "dist", ".pytest_cache",
                                 "*.tmp", "*.pyc")
-# setuptools' own notice on every editable install (not about this project's configuration)
-KNOWN = ("BuildBackendWarning: Editable installation.",)
+# none tolerated: with package-dir {"" = "."} setuptools uses a plain .pth and prints no
+# "Editable installation" notice either
+KNOWN = ()
 WARNING = re.compile(r"\w*Warning\b|^\s*!!\s*$|is absent from the `packages`|package_data", re.M)
 
 
@@ -76,4 +77,4 @@ def test_the_warning_filter_catches_the_old_configuration_warning():
     old = ("  /x/setuptools/command/build_py.py:215: BuildBackendWarning: Package 'ailand.data.emulator' is absent "
            "from the `packages` configuration.\n  !!\n")
     assert len(_warnings(old)) == 1
-    assert _warnings("  x.py:354: BuildBackendWarning: Editable installation.\n  !!\n") == []
+    assert len(_warnings("  x.py:354: BuildBackendWarning: Editable installation.\n  !!\n")) >= 1

@@ -94,7 +94,7 @@ class LandStep:
         self.layout = Layout(len(self.state_vars) * S, len(self.param_names), S if scale_input else 0)
         self.names = ([f"{v}@{s}" for v in self.state_vars for s in self.sites] + self.param_names
                       + ([f"{scale_input}_factor@{s}" for s in self.sites] if scale_input else []))
-        units = {**{k: v[0] for k, v in STATE_META.items()}}
+        units = {k: v[0] for k, v in STATE_META.items()}
         self.units = ([units[v] for v in self.state_vars for _ in self.sites]
                       + [model.space.units[p] for p in self.param_names] + (["1"] * S if scale_input else []))
         # scaling factors: element j of the window's input (row-major (rows, S)) uses factor j % S

@@ -40,8 +40,10 @@ long_window  its own set-up (issue 11): one year (2017) of daily Qle, swvl1 and 
              passes), forward mode (d tangent passes by double backward, the default for d < m)
              and with torch's forward-AD dual numbers (for comparison); then the whole
              ``ailand twin`` command of the issue (``--n-starts 2``, emulator error in R) as a
-             subprocess with ``--threads 1``. ``before`` holds the same measurements made on the
-             code before the forward mode (reverse-mode H everywhere).
+             subprocess with ``--threads 1`` (its default optimiser: Levenberg-Marquardt with
+             batched finite-difference directions). ``before`` holds the same measurements made
+             on the code before the forward mode (reverse-mode H everywhere) and before the
+             Levenberg-Marquardt default (forward-mode H, L-BFGS-B).
 
     .venv/bin/python benchmarks/calibration.py --threads 1           # ~10-20 min on 2 cores
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/calibration.py --threads 1 --only ensemble   # ~15 min
@@ -83,6 +85,11 @@ LONG_WINDOW_BEFORE = {  # measured on the code before forward mode (reverse-mode
     "rerun_70947ae": {"twin_total_s": 1535.2, "twin_model_error_s": 842.7, "twin_variational_s": 609.8,
                       "load_average": "0.2 at the start, 2.0-2.9 during (other jobs)",
                       "command": "ailand twin " + " ".join(LONG_WINDOW)},
+    "forward_mode_lbfgsb_63f4a18": {  # forward-mode H, L-BFGS-B (before the Levenberg-Marquardt default)
+        "twin_total_s": 619.0, "twin_total_s_loaded": 1011.6, "twin_model_error_s_loaded": 471.3,
+        "twin_variational_s_loaded": 496.3, "variational_forward_runs": 118,
+        "load_average": "1 (619 s); 2.0-2.9, other jobs (1011.6 s)",
+        "command": "ailand twin " + " ".join(LONG_WINDOW) + " --optimizer lbfgsb"},
 }
 
 
@@ -250,7 +257,8 @@ def long_window_section(skip_reverse: bool = False) -> dict:
     row["twin_returncode"] = proc.returncode
     row["twin_stdout_tail"] = proc.stdout.splitlines()[-14:]
     print(f"twin ({row['twin_command']}): {row['twin_wall_s']:.1f} s (before: "
-          f"{LONG_WINDOW_BEFORE['rerun_70947ae']['twin_total_s']:.0f} s; issue: {LONG_WINDOW_BEFORE['issue_11']['twin_total_s']:.0f} s)")
+          f"{LONG_WINDOW_BEFORE['rerun_70947ae']['twin_total_s']:.0f} s; issue: {LONG_WINDOW_BEFORE['issue_11']['twin_total_s']:.0f} s; "
+          f"forward-mode H with L-BFGS-B: {LONG_WINDOW_BEFORE['forward_mode_lbfgsb_63f4a18']['twin_total_s']:.0f} s)")
     print("\n".join(row["twin_stdout_tail"][-4:]))
     if proc.returncode:
         print(proc.stderr[-2000:])

@@ -47,6 +47,9 @@ def register(subparsers) -> None:
                         "Kalman inversion and ES-MDA); default variational")
     s.add_argument("--bo-budget", type=int, default=40, help="bayesopt: forward runs (J evaluations); default 40")
     s.add_argument("--n-starts", type=int, default=4, help="variational starts; default 4")
+    s.add_argument("--optimizer", default="lm", choices=("lm", "lbfgsb"),
+                   help="variational minimiser: lm (Levenberg-Marquardt, all starts in lock-step, batched "
+                        "finite-difference directions; the default) or lbfgsb (L-BFGS-B with autograd gradients)")
     s.add_argument("--mcmc-steps", type=int, default=1000, help="MCMC steps per walker; default 1000")
     s.add_argument("--mcmc-walkers", type=int, default=None, help="MCMC walkers (default: the sampler's)")
     s.add_argument("--n-ensemble", type=int, default=None, help="eki/esmda: ensemble members; default 10 x parameters")
@@ -272,7 +275,7 @@ def cmd_twin(args) -> int:
           f"truth {', '.join(f'{k}={v:.4g}' for k, v in twin.truth.items())}")
     res = twin.run(methods=methods, n_starts=args.n_starts, mcmc_steps=args.mcmc_steps,
                    mcmc_walkers=args.mcmc_walkers, bo_budget=args.bo_budget, progress=progress,
-                   n_ensemble=args.n_ensemble, n_iterations=args.n_iterations)
+                   n_ensemble=args.n_ensemble, n_iterations=args.n_iterations, optimizer=args.optimizer)
     res.attrs.update({
         "command": "ailand " + " ".join(sys.argv[1:]) if sys.argv and "ailand" in Path(sys.argv[0]).name else "",
         "sites": ",".join(str(s) for s in forcing["site"].values),

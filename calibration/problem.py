@@ -137,6 +137,7 @@ class Problem:
         if self.x_b is not None:
             self.check(self.x_b, what="prior mean x_b")
         self._Binv = None if self.B is None else np.linalg.inv(self.B)
+        self._Binv_chol = None if self.B is None else np.linalg.cholesky(self._Binv)  # B^-1 = Lb Lb^T
         self.n_forward_runs = 0
 
     def __repr__(self):
@@ -240,15 +241,22 @@ class Problem:
         dtype = y.dtype if native_dtype and y.is_floating_point() else torch.float64
         return y.to(device="cpu", dtype=dtype)  # a forward on an accelerator comes back (differentiably)
 
-    def _cost(self, x: torch.Tensor) -> torch.Tensor:
-        """J ``(n,)`` for physical ``x (n, d)`` float64, no bounds check."""
+    def _whitened(self, x: torch.Tensor) -> torch.Tensor:
+        """The residual vector ``r (n, m_o [+ d])`` with ``J = 1/2 |r|^2`` for physical
+        ``x (n, d)`` float64, no bounds check: ``L^-1 (y - M(x))`` on the observed data
+        (``R_o = L L^T``), then ``C (z - z_b)`` with ``C^T C = B^-1`` when there is a prior.
+        The least-squares form of J that Gauss-Newton / Levenberg-Marquardt works on."""
         r = torch.as_tensor(self.y[self.mask]) - self.model(x)[:, torch.as_tensor(self.mask)]  # (n, m_o)
         w = r / torch.diagonal(self._L) if self._diag else torch.linalg.solve_triangular(self._L, r.T, upper=False).T
-        J = 0.5 * (w**2).sum(-1)  # 1/2 (y - M)^T R^-1 (y - M)
-        if self.B is not None:
-            dz = self.to_control(x) - torch.as_tensor(self.z_b)
-            J = J + 0.5 * torch.einsum("ni,ij,nj->n", dz, torch.as_tensor(self._Binv), dz)  # 1/2 dz^T B^-1 dz
-        return J
+        if self.B is None:
+            return w
+        dz = self.to_control(x) - torch.as_tensor(self.z_b)
+        return torch.cat([w, dz @ torch.as_tensor(self._Binv_chol)], dim=-1)  # |dz Lb|^2 = dz^T B^-1 dz
+
+    def _cost(self, x: torch.Tensor) -> torch.Tensor:
+        """J ``(n,)`` for physical ``x (n, d)`` float64, no bounds check:
+        ``1/2 (y - M)^T R^-1 (y - M) + 1/2 dz^T B^-1 dz``."""
+        return 0.5 * (self._whitened(x) ** 2).sum(-1)
 
     def cost(self, x):
         """``J(x)``: ``x (n, d)`` -> ``(n,)``, ``(d,)`` -> scalar; ValueError outside the bounds.

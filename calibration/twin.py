@@ -303,7 +303,8 @@ class TwinExperiment:
         self.model_error: ModelError | None = None  # the estimate in use (second pass), set by estimate_model_error
         self.model_error_info: dict = {}
 
-    def estimate_model_error(self, n_starts: int = 4, maxiter: int = 200, progress=False) -> ModelError:
+    def estimate_model_error(self, n_starts: int = 4, maxiter: int = 200, progress=False,
+                             optimizer: str = "lm") -> ModelError:
         """Two-pass estimate of the inference model's error; sets :attr:`problem` to use it.
 
         1. ``S1`` from ``model_error_draws`` LHS draws of the prior space; variational
@@ -323,7 +324,7 @@ class TwinExperiment:
             me1 = model_error(self.forward, self.truth_forward, self.space, n=n, seed=self.seed, progress=pg)
         p1 = Problem(self.forward, self.y, R=me1.total_covariance(self.obs_std), prior=self.space)
         with pg.stage(f"{inf} error, first posterior: variational, {n_starts} start{'s' * (n_starts != 1)}"):
-            r1 = variational(p1, n_starts=n_starts, seed=self.seed, maxiter=maxiter, progress=pg)
+            r1 = variational(p1, n_starts=n_starts, seed=self.seed, maxiter=maxiter, progress=pg, method=optimizer)
         xs = local_draws(p1, r1.x, r1.A_control, n=n, seed=self.seed + 1)
         with pg.stage(f"{inf} error against {ref}, pass 2/2: {n} draws around the first posterior x 2 models"):
             me2 = model_error(self.forward, self.truth_forward, self.space, x=xs, progress=pg)
@@ -361,7 +362,8 @@ class TwinExperiment:
 
     def run(self, methods: Sequence[str] | str = ("variational",), n_starts: int = 4, mcmc_steps: int = 1000,
             mcmc_walkers: int | None = None, maxiter: int = 200, progress: bool = False,
-            bo_budget: int = 40, n_ensemble: int | None = None, n_iterations: int | None = None) -> TwinResult:
+            bo_budget: int = 40, n_ensemble: int | None = None, n_iterations: int | None = None,
+            optimizer: str = "lm") -> TwinResult:
         """Calibrate with each method and compare to the truth; returns a :class:`TwinResult`.
 
         ``"mcmc"`` starts from the variational optimum when ``"variational"`` ran before it
@@ -371,7 +373,9 @@ class TwinExperiment:
         run :func:`calibration.ensemble_kalman.eki` / :func:`~calibration.ensemble_kalman.esmda`
         with ``n_ensemble`` members (default 10 d); ``n_iterations`` caps EKI's updates (it
         stops at algorithm time 1) and sets ES-MDA's ``alphas = (n,) * n`` (default 4). They
-        report the final ensemble's mean and std. ``progress``: stage lines (what runs, how
+        report the final ensemble's mean and std. ``optimizer``: the variational minimiser,
+        ``"lm"`` (Levenberg-Marquardt, the default) or ``"lbfgsb"`` (:func:`calibration.variational`),
+        also used by the model-error pass. ``progress``: stage lines (what runs, how
         many runs, elapsed time) and bars on stderr (``True`` or a :class:`calibration.progress.Progress`).
         """
         pg = as_progress(progress)
@@ -380,14 +384,15 @@ class TwinExperiment:
         if bad or not methods:
             raise ValueError(f"methods must be a non-empty subset of {METHODS}, got {methods}")
         if self.use_model_error and self.model_error is None:
-            self.estimate_model_error(n_starts=n_starts, maxiter=maxiter, progress=pg)
+            self.estimate_model_error(n_starts=n_starts, maxiter=maxiter, progress=pg, optimizer=optimizer)
         p = self.problem
         prior_mean = np.asarray(p.x_b, dtype=float)
         prior_std = np.where(p.log, p.x_b, 1.0) * np.sqrt(np.diag(p.B))
         rmse_before = self.rmse(prior_mean)
         means, stds, rmse_after, runs, walls, results = [], [], [], [], [], {}
         mcmc_after_var = "mcmc" in methods and "variational" in methods[:methods.index("mcmc")]
-        what = {"variational": f"{n_starts} L-BFGS-B start{'s' * (n_starts != 1)}, then the Gauss-Newton posterior",
+        opt_name = {"lm": "Levenberg-Marquardt", "lbfgsb": "L-BFGS-B"}.get(optimizer, optimizer)
+        what = {"variational": f"{opt_name}, {n_starts} start{'s' * (n_starts != 1)}, then the Gauss-Newton posterior",
                 "mcmc": f"emcee, started {'at the variational optimum' if mcmc_after_var else 'from prior draws'}", "bayesopt": f"{bo_budget} forward runs",
                 "eki": "ensemble Kalman inversion", "esmda": "ensemble smoother with multiple data assimilation"}
         for m in methods:
@@ -398,7 +403,8 @@ class TwinExperiment:
                 if self.model_error_info:  # the pass-1 optimum replaces the last start of the design
                     starts = start_design(p, n_starts, self.seed)
                     starts[-1] = self.model_error_info["pass1_x"]
-                res = variational(p, n_starts=n_starts, seed=self.seed, maxiter=maxiter, starts=starts, progress=pg)
+                res = variational(p, n_starts=n_starts, seed=self.seed, maxiter=maxiter, starts=starts, progress=pg,
+                                  method=optimizer)
                 mean, std = res.x, res.std
             elif m == "bayesopt":
                 res = bayesian_optimisation(p, budget=bo_budget, seed=self.seed, progress=bool(pg))

@@ -108,12 +108,15 @@ def test_mcmc_agrees_with_the_analytic_posterior_within_monte_carlo_error(linear
     np.testing.assert_array_equal(again.samples, same.samples)
 
 
-def test_multi_start_finds_the_global_minimum_a_single_start_misses():
+@pytest.mark.parametrize("method", ["lbfgsb", "lm"])
+def test_multi_start_finds_the_global_minimum_a_single_start_misses(method):
     M = lambda x: x + 2 * torch.sin(3 * x)  # noqa: E731  non-monotonic: J has several local minima
     y = M(torch.tensor([[3.0]], dtype=torch.float64))[0].numpy()
     problem = cal.Problem(M, y, obs_std=0.1, prior=(np.zeros(1), np.eye(1) * 100.0), bounds=[[-5.0, 5.0]])
-    one = cal.variational(problem, n_starts=1)
-    many = cal.variational(problem, n_starts=16, seed=0)
+    # from 0, L-BFGS-B descends into the local minimum near x = -0.5 (J > 10); a start there
+    # traps LM too (its first Gauss-Newton step from 0 happens to jump over that basin)
+    one = cal.variational(problem, n_starts=1, method=method, starts=[[0.0 if method == "lbfgsb" else -0.6]])
+    many = cal.variational(problem, n_starts=16, seed=0, method=method)
     assert one.J > 10.0
     assert many.J < 0.1
     assert abs(float(M(torch.as_tensor(many.x)[None])[0, 0]) - y[0]) < 0.01
@@ -260,3 +263,33 @@ def test_bad_inputs_raise_clear_errors(linear, physics):
         cal.Observe("Qle").labels
     with pytest.raises(ValueError, match="lacks"):
         cal.Observe("GPP")(xr.Dataset({"Qle": (("time", "site"), np.zeros((2, 1)))}, coords={"time": pd.date_range("2020", periods=2, freq="h"), "site": ["a"]}))
+
+
+def test_levenberg_marquardt_matches_lbfgsb_with_log_parameter_correlated_R_and_an_active_bound():
+    """LM (finite-difference and autograd directions) and L-BFGS-B reach the same optimum on
+    a nonlinear problem with a log-scale parameter, a full R and one parameter pushed onto
+    its bound; bad options are refused."""
+    t = torch.linspace(0.0, 1.0, 40, dtype=torch.float64)
+
+    def M(x):  # (n, 3): amplitude (log-scale), rate, offset -> (n, 40)
+        return x[:, :1] * torch.exp(-x[:, 1:2] * t) + x[:, 2:3]
+
+    truth = torch.tensor([[2.0, 1.5, 0.9]], dtype=torch.float64)
+    y = M(truth)[0].numpy() + 0.02 * np.random.default_rng(0).standard_normal(40)
+    R = 0.02**2 * (0.5 * np.eye(40) + 0.5 * np.exp(-np.abs(np.subtract.outer(np.arange(40), np.arange(40))) / 3.0))
+    space = ailand.ParameterSpace.from_dict({"a": {"min": 0.1, "max": 10.0, "default": 1.0, "scale": "log"},
+                                             "k": (0.1, 5.0, 1.0), "c": (-1.0, 0.5, 0.0)})
+    problem = cal.Problem(M, y, R=R, prior=space)
+    ref = cal.variational(problem, n_starts=2, seed=0, method="lbfgsb")
+    assert ref.x[2] == pytest.approx(0.5)  # the offset's bound is active (truth 0.9 lies outside)
+    for jac in ("fd", "auto"):
+        lm = cal.variational(problem, n_starts=2, seed=0, method="lm", jacobian=jac)
+        assert lm.J == pytest.approx(ref.J, rel=1e-8)
+        np.testing.assert_allclose(lm.x, ref.x, rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(lm.std, ref.std, rtol=1e-4)
+        assert lm.success.all() and lm.attrs["method"] == "lm"
+        assert all(np.all(np.diff(h) < 0) for h in lm.J_history)  # every accepted step lowers J
+    with pytest.raises(ValueError, match="options for method='lm'"):
+        cal.variational(problem, n_starts=1, options={"maxfun": 3})
+    with pytest.raises(ValueError, match="method must be one of"):
+        cal.variational(problem, n_starts=1, method="newton")

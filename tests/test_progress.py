@@ -42,9 +42,9 @@ def test_twin_cli_progress_on_by_default_same_report_as_off(tmp_path, capsys, ca
     assert off.err == ""
     err = on.err
     for words in ("set-up:", "Emulator error against ToyEcLand, pass 1/2: 4 prior draws x 2 models ...",
-                  "pass 2/2", "first posterior: variational, 1 start ...", "variational: 1 L-BFGS-B start,",
+                  "pass 2/2", "first posterior: variational, 1 start ...", "variational: Levenberg-Marquardt, 1 start,",
                   "MCMC: 8 walkers x 40 steps", "mcmc: done in", "forward runs", "model-error draws", "MCMC steps",
-                  "variational starts"):
+                  "variational (LM, 1 start)"):
         assert words in err, (words, err)
     assert re.search(r"^\[\s*\d+\.\d s\] .*: done in \d+\.\d s", err, re.M), err
     assert "Use this estimate with caution" not in err + on.out

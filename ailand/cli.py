@@ -340,6 +340,9 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--out", default="runs/emulator/evaluation", help="output folder")
     v.add_argument("--drift-years", type=int, default=0, help="also run a free rollout of this many years at the held-out sites")
     v.set_defaults(func=cmd_evaluate)
+    from .mme.cli import register as register_mme  # `ailand mme ...`: multi-model ensembles
+
+    register_mme(sub)
     _load_plugins(sub)  # after the built-in commands: `ailand screen` ... (entry points, group ailand.cli)
     return p
 

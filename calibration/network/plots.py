@@ -82,7 +82,9 @@ def plot_equifinality(result, path=None):
                        label=("calibration sites" if j == 0 else "held-out sites") if i == 0 else None)
             ax.hlines(np.nanmedian(a) if np.isfinite(a).any() else np.nan, i + 0.18 * (2 * j - 1) - 0.12,
                       i + 0.18 * (2 * j - 1) + 0.12, color="k")
-    ax.set_xticks(range(3), ["variational\n16 first guesses", "EKI\n16 seeds", "ES-MDA\n16 seeds"], fontsize=8)
+    counts = [int((method == m).sum()) for m in ("variational", "eki", "esmda")]
+    ax.set_xticks(range(3), [f"variational\n{counts[0]} first guesses", f"EKI\n{counts[1]} seeds",
+                             f"ES-MDA\n{counts[2]} seeds"], fontsize=8)
     ax.set_ylabel("RMSE reduction vs prior (physics)")
     ax.legend(fontsize=7)
     ax.set_title(f"{e.attrs.get('cluster', '')}: RMSE reduction (bars: medians)", fontsize=9)

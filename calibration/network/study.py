@@ -516,7 +516,7 @@ def run_study(config: StudyConfig | None = None, emulator=None, network: xr.Data
 
     # ------------------------------------------------- equifinality and propagation
     if (cfg.equifinality or cfg.propagation) and "kmeans" in groupings:
-        cluster = groupings["kmeans"].groups[0]  # the largest
+        cluster = str(groupings["kmeans"].sizes().idxmax())  # the largest
         cal_idx = cal_sets["kmeans"][cluster]
         ho_idx = np.flatnonzero(held & (groupings["kmeans"].labels == cluster))
         t = time.perf_counter()

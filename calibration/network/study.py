@@ -218,7 +218,7 @@ class StudyResult:
                  "distance of the sites' parameters to their hidden truth)", "", self.markdown_table(), ""]
         lines += [f"- {n}" for n in self.notes]
         lines += ["", "## Emulator error on the network (emulator - physics at the true parameters, daily means)", "",
-                  self.emulator_error.round(2).to_markdown() if hasattr(self.emulator_error, "to_markdown") else str(self.emulator_error), ""]
+                  _markdown(self.emulator_error), ""]
         if self.equifinality is not None:
             e = self.equifinality
             lines += ["## Equifinality", "", e.attrs.get("summary", ""), ""]
@@ -274,6 +274,14 @@ def site_rmse(y_model: np.ndarray, y_obs: np.ndarray, labels: pd.MultiIndex, sit
             out[:, :, k] = np.sqrt(sums / cnt)
     return xr.DataArray(out, dims=("member", "site", "variable"),
                         coords={"member": np.arange(ym.shape[0]), "site": sites, "variable": variables}, name="rmse")
+
+
+def _markdown(df: pd.DataFrame) -> str:
+    """A DataFrame as a markdown table (no ``tabulate`` needed)."""
+    rows = [f"| {df.index.name or ''} | " + " | ".join(map(str, df.columns)) + " |", "|" + "---|" * (len(df.columns) + 1)]
+    rows += [f"| {i} | " + " | ".join(f"{v:.2f}" if isinstance(v, float) else str(v) for v in r) + " |"
+             for i, r in zip(df.index, df.itertuples(index=False))]
+    return "\n".join(rows)
 
 
 def _nanmean(a, axis=None):
@@ -719,13 +727,14 @@ def _propagate(cfg, problem, em, forcing, space, state0, ho_sites, net, lab_all,
 
 
 def _summer_months(net, sites) -> dict:
-    """site -> its three warmest calendar months (from the network's monthly climatology)."""
+    """site -> its calendar months, warmest first (from the network's monthly climatology)."""
     t = net["clim_temperature"].sel(site=list(sites)).values
-    return {s: np.argsort(t[i])[-3:] + 1 for i, s in enumerate(sites)}
+    return {s: np.argsort(-t[i]) + 1 for i, s in enumerate(sites)}
 
 
 def _diagnose(y, labels, sites, summer):
-    """(n, m) daily Evap, swvl1..3 -> annual ET [mm yr-1] and summer top-metre soil moisture, (n, H)."""
+    """(n, m) daily Evap, swvl1..3 -> annual ET [mm yr-1] (window-mean rate x 365.25 d) and summer
+    top-metre soil moisture (the site's three warmest months within the window), (n, H)."""
     var = np.asarray(labels.get_level_values("variable"))
     st = np.asarray(labels.get_level_values("site")).astype(str)
     mon = pd.DatetimeIndex(labels.get_level_values("time")).month.to_numpy()
@@ -734,7 +743,8 @@ def _diagnose(y, labels, sites, summer):
     for i, s in enumerate(sites):
         e = y[:, (var == "Evap") & (st == s)]
         et[:, i] = e.mean(1) * 86400.0 * 365.25
-        sel = np.isin(mon, summer[s]) & (st == s)
+        present = [m for m in summer[s] if (mon[st == s] == m).any()][:3]  # the 3 warmest months in the window
+        sel = np.isin(mon, present) & (st == s)
         layers = [y[:, sel & (var == f"swvl{k}")].mean(1) for k in (1, 2, 3)]
         sm[:, i] = sum(w * l for w, l in zip(_LAYER, layers)) / _LAYER.sum()
     return et, sm

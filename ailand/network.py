@@ -323,9 +323,9 @@ def check_network(sites: xr.Dataset) -> xr.Dataset:
             continue
         bad = ~np.isfinite(a.values)
         if bad.any():
-            j = np.argwhere(bad)[0][a.dims.index("site")]
-            raise ValueError(f"the network's static field {v!r} is NaN/inf at site {names[j]} "
-                             f"({int(bad.any(axis=tuple(i for i in range(a.ndim) if a.dims[i] != 'site')).sum()) if a.ndim > 1 else int(bad.sum())} "
+            per_site = np.moveaxis(bad, a.dims.index("site"), 0).reshape(bad.shape[a.dims.index("site")], -1).any(1)
+            j = int(np.argmax(per_site))
+            raise ValueError(f"the network's static field {v!r} is NaN/inf at site {names[j]} ({int(per_site.sum())} "
                              "site(s)); fill or drop those sites")
     return sites
 

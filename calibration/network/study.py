@@ -59,7 +59,9 @@ class StudyConfig:
     fall back to their main group. per_site_columns : ``"held_out+clusters"`` (per-site
     calibration at the held-out sites and at the learnt clusters' calibration sites) or
     ``"all"``. model_error_draws : prior draws for the emulator's error in R (0: none).
-    maxiter, fd : the lock-step Levenberg-Marquardt (:func:`calibrate_groups`).
+    maxiter, fd, ftol : the lock-step Levenberg-Marquardt (:func:`calibrate_groups`); a group stops
+    when an accepted step lowers its J by less than ``ftol`` relative (or moves less than 1e-3
+    prior sd).
     spinup_years, dt, weather_seed : physics spin-up, physics step [s], weather seed.
     equifinality : run it for the largest k-means cluster (``n_guesses`` variational first
     guesses, EKI and ES-MDA from ``n_seeds`` seeds with ``n_ensemble`` members).
@@ -84,6 +86,7 @@ class StudyConfig:
     model_error_draws: int = 16
     maxiter: int = 12
     fd: str = "forward"
+    ftol: float = 1e-4
     spinup_years: int = 1
     dt: float = 3600.0
     weather_seed: int = 0
@@ -435,7 +438,7 @@ def run_study(config: StudyConfig | None = None, emulator=None, network: xr.Data
         D_cols = me.differences[:, pos.reindex(key).to_numpy()]
     with pg.stage(f"calibration: {len(group_names)} groups of {len(cfg.strategies)} strategies in lock-step (emulator)"):
         cal_res = calibrate_groups(em_cols, y_cols, std_cols, col_group, D=D_cols, maxiter=cfg.maxiter, fd=cfg.fd,
-                                   progress=pg, group_names=group_names)
+                                   progress=pg, group_names=group_names, options={"ftol": cfg.ftol, "xtol": 1e-3})
     T["calibration"] = time.perf_counter() - t
 
     # --------------------------------------------------------- parameters of every site

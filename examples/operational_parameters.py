@@ -13,7 +13,7 @@ emulator to annual ET and summer soil moisture at its held-out sites.
 
     .venv/bin/python examples/operational_parameters.py            # 100 sites, one year (the README run)
     .venv/bin/python examples/operational_parameters.py --small    # 30 sites, one month (about a minute)
-    .venv/bin/python examples/operational_parameters.py --sites 300 --held-out 60   # the full default network
+    .venv/bin/python examples/operational_parameters.py --sites 300 --held-out 60   # the few-hundred-site network
 
 Writes runs/operational_parameters/ (report.md, study.nc, network.nc, map.png, importance.png,
 equifinality.png, propagation.png). Progress on stderr. The same as ``ailand network``.

@@ -1,7 +1,7 @@
 """``ailand network``: the operational-parameter study from the command line (a plugin of the
 ``ailand`` CLI through the entry point ``network = "calibration.network.cli:register"``).
 
-    ailand network [--sites 300] [--held-out 60] [--per-group 3] [--strategies ...] \\
+    ailand network [--sites 100] [--held-out 25] [--per-group 3] [--strategies ...] \\
         [--start 2019-01-01 --end 2019-12-31] [--params RSMIN,LAI_SCALE,ALB_VEG,THETA_PWP] \\
         [--no-equifinality] [--no-propagation] [--small] --out runs/network
 
@@ -27,8 +27,8 @@ def register(subparsers) -> None:
             "network.nc and figures to --out."
         ),
     )
-    s.add_argument("--sites", type=int, default=None, help="network size; default 300 (30 with --small)")
-    s.add_argument("--held-out", type=int, default=None, help="held-out (test) sites; default 60 (10 with --small)")
+    s.add_argument("--sites", type=int, default=None, help="network size; default 100 (30 with --small); 300 for the few-hundred-site network")
+    s.add_argument("--held-out", type=int, default=None, help="held-out (test) sites; default 25 (10 with --small)")
     s.add_argument("--per-group", type=int, default=None, help="calibration sites per group; default 3")
     s.add_argument("--strategies", default=None,
                    help="comma-separated subset of global,vegetation,soil,koppen,kmeans,hierarchical,per_site; default all")

@@ -171,9 +171,10 @@ class StudyResult:
         head = ("| strategy | groups | held-out RMSE Qle | held-out RMSE Qh | cal-site RMSE Qle | cal-site RMSE Qh "
                 "| distance to truth (held-out) |")
         rows = [head, "|" + "---|" * 7]
+        f = lambda v, n=2: "-" if not np.isfinite(v) else f"{v:.{n}f}"  # noqa: E731
         for s, r in t.iterrows():
-            rows.append(f"| {s} | {r['groups']} | {r['heldout_Qle']:.2f} | {r['heldout_Qh']:.2f} | {r['cal_Qle']:.2f} | "
-                        f"{r['cal_Qh']:.2f} | {r['distance_heldout']:.3f} |")
+            rows.append(f"| {s} | {r['groups']} | {f(r['heldout_Qle'])} | {f(r['heldout_Qh'])} | {f(r['cal_Qle'])} | "
+                        f"{f(r['cal_Qh'])} | {f(r['distance_heldout'], 3)} |")
         return "\n".join(rows)
 
     def report(self, directory) -> Path:

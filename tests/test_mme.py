@@ -245,6 +245,8 @@ def test_a_missing_member_still_gives_a_good_forecast(trained, data, split):
     # a member the data lacks altogether is missing too; with no member at all the forecast is NaN
     fewer = MMEData(test.ds.sel(member=[m for m in test.members if m != "SYN-C"]))
     assert np.isfinite(trained.predict(fewer)["O3"].values).all()
+    np.testing.assert_allclose(trained.weighted_ensemble().predict(fewer)["O3"].values,
+                               trained.weighted_ensemble().predict(test.with_missing("SYN-C"))["O3"].values, rtol=1e-5)
     none = trained.predict(test.with_missing(test.members, times=test.time[:1]))
     assert np.isnan(none["O3"].isel(time=0).values).all() and np.isfinite(none["O3"].isel(time=1).values).all()
 

@@ -26,7 +26,6 @@ RMSE for every pollutant and lead day (see the README table made by
 
 from __future__ import annotations
 
-import warnings
 
 import numpy as np
 import xarray as xr
@@ -196,12 +195,14 @@ class WeightedEnsemble:
             raise ValueError("WeightedEnsemble is not fitted: call fit(data, times) first")
         self._check_compatible(data)
         out = {}
+        fitted = [str(m) for m in self.weights_["member"].values]
+        here = [fitted.index(m) for m in data.members]  # members absent from the data are missing
         for v in self.weights_["variable"].values:
             v = str(v)
             x = data.members_array(v)
-            av = data.available(v)  # (M, L, T)
-            w = self.weights_.sel(variable=v).sel(lead_time=data.ds["lead_time"]).transpose("member", "lead_time").values
-            wa = w[:, :, None] * av  # (M, L, T)
+            av = data.available(v)  # (M_data, L, T)
+            w = self.weights_.sel(variable=v).sel(lead_time=data.ds["lead_time"]).transpose("member", "lead_time").values[here]
+            wa = w[:, :, None] * av  # (M_data, L, T)
             den = wa.sum(0)
             fallback = (den <= 0) & av.any(0)  # every weighted member missing: mean of those present
             wa = np.where(fallback[None], av.astype(float), wa)
@@ -215,9 +216,9 @@ class WeightedEnsemble:
 
     def _check_compatible(self, data: MMEData):
         mem = [str(m) for m in self.weights_["member"].values]
-        if data.members != mem:
-            raise ValueError(f"the data's members {data.members} differ from the fitted ones {mem}; "
-                             "reindex (a member absent now can be given as all-NaN fields)")
+        extra = [m for m in data.members if m not in mem]
+        if extra:
+            raise ValueError(f"members {extra} were not in the fit ({mem}); drop them or refit")
         missing = [int(lt) for lt in data.lead_times if lt not in self.weights_["lead_time"].values]
         if missing:
             raise ValueError(f"no weights for lead days {missing}; fitted for {list(self.weights_['lead_time'].values)}")

@@ -13,7 +13,6 @@ Progress (stages, bars) goes to stderr; ``--no-progress`` silences it. Bad input
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
@@ -104,6 +103,8 @@ def cmd_train(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
+    import numpy as np
+
     from .dataset import open_mme
     from .evaluate import evaluate
     from .model import DLEnsemble
@@ -115,7 +116,7 @@ def cmd_evaluate(args) -> int:
     with prog.stage(f"reading {args.data} and {args.model}"):
         data = open_mme(args.data)
         model = DLEnsemble.load(args.model, device=args.device)
-    times = None if args.period == "test" else __import__("numpy").arange(data.shape["time"])
+    times = None if args.period == "test" else np.arange(data.shape["time"])
     drop = [m for m in (args.drop_members or "").split(",") if m]
     res = evaluate(data, model, times=times, drop_members=drop, progress=prog)
     out = Path(args.out)

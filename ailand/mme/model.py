@@ -24,7 +24,6 @@ and the median in its place. See ``tests/test_mme.py`` for the measured loss of 
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import time
@@ -37,7 +36,7 @@ import xarray as xr
 from .baselines import WeightedEnsemble
 from .dataset import MMEData, TimeSplit, split_by_time
 from .features import _Batcher, calendar_features  # noqa: F401 (calendar_features: re-exported)
-from .networks import EnsembleNet
+from .networks import ARCHITECTURES, EnsembleNet
 from .progress import as_progress
 
 __all__ = ["DLEnsemble", "calendar_features", "default_device"]
@@ -75,8 +74,11 @@ class DLEnsemble:
                        "width": int(width), "depth": int(depth), "base": base, "weighting": weighting,
                        "predictors": predictors if isinstance(predictors, bool) else [str(p) for p in predictors],
                        "member_dropout": float(member_dropout), "max_dropped": int(max_dropped)}
-        EnsembleNet(1, 2, 1, 0, (4, 4), arch=arch, width=4, depth=1, base=base)  # validates arch and base early
-        WeightedEnsemble(weighting)
+        if arch not in ARCHITECTURES:
+            raise ValueError(f"arch must be one of {list(ARCHITECTURES)}, not {arch!r}")
+        if base not in ("weighted", "median", "none"):
+            raise ValueError(f"base must be 'weighted', 'median' or 'none', not {base!r}")
+        WeightedEnsemble(weighting)  # validates the method
         self.net: EnsembleNet | None = None
         self.meta: dict = {}
 
@@ -140,10 +142,11 @@ class DLEnsemble:
             pm.append(float(a.mean()))
             ps.append(float(max(a.std(), 1e-12)))
         we = WeightedEnsemble(c["weighting"]).fit(data, times=tr, variables=variables)
-        torch.manual_seed(int(seed))
-        net = EnsembleNet(len(variables), len(data.members), len(data.lead_times), len(preds),
-                          (data.shape["lat"], data.shape["lon"]), arch=c["arch"], width=c["width"], depth=c["depth"],
-                          base=c["base"], nonnegative=nonneg)
+        with torch.random.fork_rng(devices=[]):  # seeded initialisation; the caller's torch RNG is left as it was
+            torch.manual_seed(int(seed))
+            net = EnsembleNet(len(variables), len(data.members), len(data.lead_times), len(preds),
+                              (data.shape["lat"], data.shape["lon"]), arch=c["arch"], width=c["width"], depth=c["depth"],
+                              base=c["base"], nonnegative=nonneg)
         with torch.no_grad():
             net.mean.copy_(torch.tensor(mean))
             net.std.copy_(torch.tensor(std))
@@ -186,7 +189,7 @@ class DLEnsemble:
         device = torch.device(device or default_device())
         self._setup(data, split, seed)
         net = self.net.to(device)
-        V, L = len(self.variables), len(self.lead_times)
+        L = len(self.lead_times)
         batcher = _Batcher(data, self.variables, self.members, np.arange(L), self.predictors)
         train = self._samples(data, split.train)
         val = self._samples(data, split.val)
@@ -303,7 +306,7 @@ class DLEnsemble:
         p, kmax = self.config["member_dropout"], self.config["max_dropped"]
         if p <= 0 or kmax <= 0:
             return members
-        B, _, M = members.shape[:3]
+        B = members.shape[0]
         for b in range(B):
             if rng.random() < p:
                 present = np.flatnonzero(~np.isnan(members[b, :, :, 0, 0]).any(0))

@@ -119,7 +119,8 @@ class EnsembleNet(nn.Module):
     Inside: members are standardised per variable (``mean``, ``std`` of the training
     analysis); the baseline is the member median (``base="median"``), the weighted ensemble
     with the per-lead weights ``weights`` ``(V, L, M)`` renormalised over the members present
-    (``base="weighted"``), or zero (``base="none"``). The CNN (``arch``) sees the members
+    (``base="weighted"``; the median when every member with weight is missing), or zero
+    (``base="none"``). The CNN (``arch``) sees the members
     (missing ones replaced by the median), the availability masks, the median, the baseline,
     the standardised predictors, the calendar as constant maps and the grid coordinates; a
     1x1 stem maps them to ``width`` channels. Its output, initialised to exactly zero, is

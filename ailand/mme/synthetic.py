@@ -31,7 +31,7 @@ heating and natural (sea salt), secondary PM (sulphate, nitrate), O3. Each hour:
    * NOx loss ``k = 1/14 h + rad/4 h``; a fraction ``0.35 clip((293 - T)/15, 0, 1)`` of it
      becomes nitrate PM (semi-volatile: forms in the cold);
    * SO2 loss ``k = 1/60 h + rad/30 h + 0.15 rain[mm h-1]/h``, the gas-phase part to sulphate PM;
-   * O3 production ``P = 12 rad exp((T - 293)/8) NOx/(NOx + 15)`` [ug m-3 h-1] (capped at 30),
+   * O3 production ``P = 18 rad exp((T - 293)/7) NOx/(NOx + 4)`` [ug m-3 h-1] (capped at 30),
      titration of freshly emitted NO (``-0.9 E_NOx dt / h``), deposition ``0.4 cm s-1 / h``,
      relaxation to the background with a 48 h time scale;
    * PM dry deposition (4 days; sea salt 1 day) and wet scavenging ``0.25 rain[mm h-1]/h``.
@@ -321,7 +321,7 @@ def _ctm(times, lat, lon, met, rng, keep, progress=None):
         c[iS] -= lost_so2
         c[iSu] += 0.75 * lost_so2 * k_ox / (k_ox + k_wet)
         nox = c[iN]
-        prod = np.minimum(15.0 * rad * np.exp((tair - 293.0) / 7.0) * nox / (nox + 4.0), 30.0)
+        prod = np.minimum(18.0 * rad * np.exp((tair - 293.0) / 7.0) * nox / (nox + 4.0), 30.0)
         o3 = c[iO] + prod - 0.9 * e_nox
         o3 = o3 * np.exp(-0.004 / h * dt) + (o3_bg[t] - o3) * dt / (48 * _H)
         c[iO] = np.maximum(o3, 0.0)

@@ -31,6 +31,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+# benchmarks/calibration.py is named like the package: drop this folder from the path so that
+# `import calibration` finds the package
+sys.path[:] = [p for p in sys.path if Path(p or os.getcwd()).resolve() != Path(__file__).resolve().parent]
 
 
 def main(argv=None) -> int:

@@ -274,9 +274,14 @@ def compare_jacobians(twin: SoilMoistureTwin, emulator=None, every: int = 4, n_e
     and model runs per Jacobian, and against the physics' autograd H the sign agreement (over
     entries with ``|H| > 1 %`` of their observation's largest) and the median relative error
     per entry (``|H - H_phys| / max |H_phys|`` per observation and site); ``H[source]`` is
-    ``(n_windows, S, m, L)``."""
+    ``(n_windows, S, m, L)``. An emulator without some observed variable (one trained before
+    T2m/RH2m existed) gives NaN rows for it, left out of its scores."""
     emulator = emulator if emulator is not None else ailand.Emulator.default()
-    emu = WindowRunner(emulator, twin.forcing, twin.runner.observe, twin.hours)
+    have = [v for v in twin.runner.observe if v in emulator.output_names]  # an emulator trained without T2m/RH2m
+    if not have:
+        raise ValueError(f"the emulator predicts none of the observed {twin.runner.observe}")
+    emu = WindowRunner(emulator, twin.forcing, have, twin.hours)
+    rows = np.isin(twin.obs_vars, have)  # the emulator's rows of H; the others are NaN
     r = twin.runner
     rng = np.random.default_rng(twin.seed + 4)
     H = {"fd": [], "ensemble": [], "autograd": [], "emulator": []}
@@ -288,7 +293,7 @@ def compare_jacobians(twin: SoilMoistureTwin, emulator=None, every: int = 4, n_e
                 for name, fn, runner in (("fd", lambda: jacobian_fd(r, k, state, delta)[0], r),
                                          ("ensemble", lambda: jacobian_ensemble(r, k, state, rng, n=n_ens), r),
                                          ("autograd", lambda: jacobian_autograd(r, k, state)[0], r),
-                                         ("emulator", lambda: jacobian_autograd(emu, k, state)[0], emu)):
+                                         ("emulator", lambda: _rows_of(jacobian_autograd(emu, k, state)[0], rows), emu)):
                     n0, t0 = runner.n_runs, time.perf_counter()
                     H[name].append(fn())
                     cost[name][0] += time.perf_counter() - t0
@@ -300,13 +305,21 @@ def compare_jacobians(twin: SoilMoistureTwin, emulator=None, every: int = 4, n_e
     ref = H["autograd"]
     scale = np.abs(ref).max(axis=-1, keepdims=True)  # per window, site, observation
     big = np.abs(ref) > 0.01 * np.where(scale > 0, scale, np.inf)
-    rows = {}
+    out = {}
     n = len(ref)
     for name, h in H.items():
         rel = np.abs(h - ref) / np.where(scale > 0, scale, np.nan)
-        rows[name] = {"wall_per_jacobian_s": cost[name][0] / n, "runs_per_jacobian": cost[name][1] / n,
-                      "sign_agreement": float((np.sign(h) == np.sign(ref))[big].mean()),
+        ok = big & np.isfinite(h)
+        out[name] = {"wall_per_jacobian_s": cost[name][0] / n, "runs_per_jacobian": cost[name][1] / n,
+                      "sign_agreement": float((np.sign(h) == np.sign(ref))[ok].mean()),
                       "median_rel_error": float(np.nanmedian(rel)),
                       "median_rel_error_swvl1_obs": float(np.nanmedian(rel[:, :, twin.obs_vars == "swvl1"]))
                       if "swvl1" in twin.obs_vars else np.nan}
-    return pd.DataFrame(rows).T, H
+    return pd.DataFrame(out).T, H
+
+
+def _rows_of(H_part: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``(S, m_part, L)`` -> ``(S, m, L)`` with NaN where ``rows`` is False."""
+    full = np.full((H_part.shape[0], rows.size, H_part.shape[2]), np.nan)
+    full[:, rows] = H_part
+    return full

@@ -104,7 +104,7 @@ def _lead_days(values, what: str) -> np.ndarray:
     if np.issubdtype(v.dtype, np.timedelta64):
         days = v / np.timedelta64(1, "D")
         if not np.allclose(days, np.round(days)):
-            raise ValueError(f"{what}: lead_time must be whole days, got {list(v)}")
+            raise ValueError(f"{what}: lead_time must be whole days, got {[f'{h:g} h' for h in v / np.timedelta64(1, 'h')]}")
         return np.round(days).astype(np.int64)
     if not np.issubdtype(v.dtype, np.number) or not np.allclose(v, np.round(v)):
         raise ValueError(f"{what}: lead_time must be integer lead days (or timedelta), got {list(v)}")

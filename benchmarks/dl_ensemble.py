@@ -18,7 +18,7 @@ infer      forecasts per second (one forecast = one valid time and lead day, 4 p
            and onnxruntime (same), and on "cuda" when ``torch.cuda.is_available()``; the
            model's parameters and file sizes.
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/dl_ensemble.py            # ~10 min on 2 cores
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/dl_ensemble.py            # ~5-6 min on the 2 shared cores
     .venv/bin/python benchmarks/dl_ensemble.py --quick                       # smoke run (< 2 min), tiny data in /tmp/bench
 
 Prints a table per section and writes JSON (``--out``, default

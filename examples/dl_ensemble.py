@@ -4,8 +4,8 @@ The data are synthetic (``ailand.mme.synthetic_cams``: a toy chemistry-transport
 member "models" with designed errors), NOT CAMS data; the numbers below say how the methods
 rank on it, not what they would gain on the real CAMS ensemble.
 
-    OMP_NUM_THREADS=1 .venv/bin/python examples/dl_ensemble.py          # ~15-25 min on 2 loaded cores
-    OMP_NUM_THREADS=1 .venv/bin/python examples/dl_ensemble.py --quick  # ~2 min smoke run (16 x 16, 90 days)
+    OMP_NUM_THREADS=1 .venv/bin/python examples/dl_ensemble.py          # ~12-15 min on the 2 shared cores at load 5-7
+    OMP_NUM_THREADS=1 .venv/bin/python examples/dl_ensemble.py --quick  # ~1.5 min smoke run (16 x 16, 90 days)
 
 Steps
 1. the ensemble: 32 x 32 cells, 364 days every 6 h, lead days 0-2, 11 members, met predictors

@@ -112,3 +112,21 @@ def test_a_window_without_data_keeps_the_forecast_and_bad_input_is_refused(twin)
         twin.runner.run(twin.K, twin.state0)
     with pytest.raises(ValueError, match="jacobian must be"):
         twin.run("sekf", jacobian="adjoint")
+
+
+def test_assimilate_cli_writes_the_analyses_and_the_report(tmp_path, capsys):
+    from ailand import cli
+
+    out = tmp_path / "lda"
+    rc = cli.main(["assimilate", "--sites", "IT-Noe", "--start", "2020-07-01", "--end", "2020-07-03",
+                   "--spinup-years", "0", "--methods", "open_loop,sekf-fd,letkf", "--members", "4",
+                   "--no-progress", "--out", str(out)])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "| sekf-fd |" in printed and "| letkf |" in printed
+    ds = xr.open_dataset(out / "land_da.nc")
+    assert list(ds["method"].values) == ["open_loop", "sekf-fd", "letkf"]
+    assert ds["analysis"].attrs["units"] == "m3 m-3" and ds.sizes["layer"] == 3
+    assert (out / "report.md").read_text().count("|") > 10 and (out / "land_da.png").stat().st_size > 0
+    ds.close()
+    assert cli.main(["assimilate", "--methods", "kalman", "--out", str(out)]) == 2

@@ -92,13 +92,17 @@ def cmd_assimilate(args) -> int:
     table = scores(results, reference="open_loop")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    import numpy as np
     import xarray as xr
 
     ds = xr.concat([r[["analysis", "background", "n_used"]].expand_dims(method=[k]) for k, r in results.items()],
-                   dim="method", coords="minimal", compat="override", combine_attrs="drop")
+                   dim="method", coords="minimal", compat="override", combine_attrs="override")
     ds["truth"] = next(iter(results.values()))["truth"]
-    ds.attrs.update({"sites": args.sites, "period": f"{args.start}..{args.end}", "window_hours": args.hours,
+    ds.attrs = ({"sites": args.sites, "period": f"{args.start}..{args.end}", "window_hours": args.hours,
                      "observations": ", ".join(twin.obs_names), "forcing_error": twin.forcing.attrs.get("perturbation", "")})
+    for name, r in results.items():  # each method's cost per cycle
+        for key in ("physics_runs_per_cycle", "emulator_runs_per_cycle", "wall_per_cycle_s"):
+            ds.attrs[f"{name}_{key}"] = float(r.attrs.get(key, np.nan))
     ds.to_netcdf(out / "land_da.nc")
     table.to_csv(out / "scores.csv")
     plot_land_da(results, out / "land_da.png")

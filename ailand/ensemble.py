@@ -16,7 +16,7 @@ At row ``t``:
   instantaneous state at ``t`` (row ``t_0``: the spun-up initial conditions);
 * forcing variables (``Tair`` ... ``PSurf``) and ``clim_lai`` are means over ``[t, t + D)``
   of the hourly values (an hourly row applies over the hour starting at its timestamp);
-* diagnostics (``Qle``, ``Qh``, ... ``albedo``) are means over ``[t, t + D)``;
+* diagnostics (``Qle``, ``Qh``, ... ``albedo``, ``T2m``, ``q2m``, ``RH2m``) are means over ``[t, t + D)``;
 * the 22 parameters (table names) and the site statics ``clim_sand, clim_clay, clim_cveg,
   clim_cvh, clim_elevation`` are constant in time.
 
@@ -166,7 +166,7 @@ def _static_fields(forcing: xr.Dataset, k: int) -> dict[str, np.ndarray]:
 
 def _run_chunk(model, forcing: xr.Dataset, design: xr.DataArray, output_freq, spinup_years) -> dict[str, np.ndarray]:
     """Run one chunk of members. Returns name -> float32 ``(N, m, S)`` for the 15 state
-    variables (instantaneous at the row's date) and the 16 diagnostics (means over the
+    variables (instantaneous at the row's date) and the 19 diagnostics (means over the
     interval starting at the row's date). Runs on dask workers too: keep it top-level."""
     from .physics.column import DIAGNOSTICS
 
@@ -343,8 +343,9 @@ def run_ensemble(
     Returns
     -------
     pathlib.Path of the dataset. ``anemoi.datasets.open_dataset(path)`` gives
-    ``data[dates, variables, ensembles, gridpoints]`` (float32): N dates, 68 variables
-    (15 states, 9 forcing means, 6 clim_*, 22 parameters, 16 diagnostics; alphabetical,
+    ``data[dates, variables, ensembles, gridpoints]`` (float32): N dates, 71 variables
+    (15 states, 9 forcing means, 6 clim_*, 22 parameters, 19 diagnostics incl. the
+    screen-level T2m, q2m, RH2m; alphabetical,
     index them by name), M members, S sites. See the module docstring for the row
     convention; metadata (convention, units, design, parameter table) is under the zarr
     attribute ``ailand``. Read it with :func:`load_ensemble`.

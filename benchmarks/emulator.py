@@ -20,7 +20,12 @@ gradient  d(mean Qle over the year)/d(all parameters) at the default sites: phys
           = "adjoint cost in forward runs" (goal <= 5); finite differences measured on 2
           parameters (central) and extrapolated to all (2d forwards central, d+1 one-sided),
           also with the compiled physics as the forward (what FD would really use); the
-          emulator's autograd gradient for the same quantity.
+          emulator's autograd gradient for the same quantity. The physics autograd uses
+          ``--physics-checkpoint`` (default "auto": the time loop checkpointed in chunks of
+          sqrt(steps); "false" is the unchecked graph, the "before" of issue 13), and
+          ``--grad-variants`` adds the same gradient with compile="auto" (the model's default:
+          long checkpointed gradients compile both the first pass and the recomputation) and
+          compile=True; the RSS increase of each autograd call is sampled while it runs.
 onnx      ``to_onnx`` export, then ``OnnxEmulatorStep`` (onnxruntime, same thread count as
           torch) vs ``Emulator.step_flat`` under ``torch.no_grad()`` on realistic input rows
           (``step_inputs``) in batches of 1, 100, 10,000; median time per call, max error.
@@ -79,6 +84,30 @@ def rss_mib() -> float:
             return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
     except OSError:
         return float("nan")
+
+
+def timed_with_peak_rss(fn, *a, interval: float = 0.02, **kw):
+    """(seconds, result, peak RSS increase [MiB] over the RSS at the call) of ``fn(*a, **kw)``;
+    RSS sampled every ``interval`` s by a thread (/proc/self/statm)."""
+    import threading
+
+    base = rss_mib()
+    peak = [base]
+    done = threading.Event()
+
+    def sample():
+        while not done.wait(interval):
+            peak[0] = max(peak[0], rss_mib())
+
+    th = threading.Thread(target=sample, daemon=True)
+    th.start()
+    try:
+        t, out = timed(fn, *a, **kw)
+    finally:
+        done.set()
+        th.join()
+    peak[0] = max(peak[0], rss_mib())
+    return t, out, peak[0] - base
 
 
 def timed(fn, *a, **kw):
@@ -300,7 +329,8 @@ def section_gradient(args) -> dict:
 
     dtype = getattr(torch, args.grad_dtype)
     forcing = forcing_for(args.sites, args.days)
-    phys = ailand.ToyEcLand(compile=False, dtype=dtype)
+    ck = args.physics_checkpoint
+    phys = ailand.ToyEcLand(compile=False, dtype=dtype, checkpoint=ck)
     space = phys.space
     names = list(space.names)
     d = len(names)
@@ -339,9 +369,9 @@ def section_gradient(args) -> dict:
     peak_b = peak_rss_mib()
     print(f"  physics forward (eager): {t_f:.2f} s", flush=True)
     # (a) physics autograd through the whole year
-    t_g, g = timed(rollout_sensitivity, phys, forcing, output="Qle", state0=s0)
+    t_g, g, inc_g = timed_with_peak_rss(rollout_sensitivity, phys, forcing, output="Qle", state0=s0)
     peak_a = peak_rss_mib()
-    print(f"  physics autograd: {t_g:.2f} s (peak RSS {peak_a:.0f} MiB)", flush=True)
+    print(f"  physics autograd (eager, checkpoint={ck}): {t_g:.2f} s (RSS +{inc_g:.0f} MiB while it ran, process peak {peak_a:.0f} MiB)", flush=True)
     scaled = g.values * g["param_range_factor"].values  # (S, d)
     # (c) finite differences: 2 parameters (the most sensitive ones), central, then extrapolate
     order = np.argsort(-np.abs(scaled).mean(0))
@@ -381,6 +411,9 @@ def section_gradient(args) -> dict:
         "peak_rss_after_forward_mib": round(peak_b, 1),
         "peak_rss_after_autograd_mib": round(peak_a, 1),
         "autograd_extra_peak_mib": round(peak_a - max(peak_b, rss_b), 1),
+        "autograd_rss_increase_mib": round(inc_g, 1),
+        "checkpoint": ck,
+        "n_nan_gradients": int(np.isnan(g.values).sum()),
     }
     fd = {
         "parameters_measured": fd_names,
@@ -415,6 +448,31 @@ def section_gradient(args) -> dict:
         })
         print(f"  physics forward (compiled): {t_c2:.2f} s (first {t_c1:.1f} s)", flush=True)
     res["finite_differences"] = fd
+    # the same gradient with the compiled step where the model allows it (after FD, so the
+    # compiled forward above has filled the compile cache)
+    variants = []
+    for v in args.grad_variants:
+        comp = {"auto": "auto", "compiled": True}[v]
+        m = ailand.ToyEcLand(compile=comp, dtype=dtype, checkpoint=ck)
+        t1, _ = timed(rollout_sensitivity, m, forcing, output="Qle", state0=s0)  # compiles (or loads the cache)
+        t2, g2, inc2 = timed_with_peak_rss(rollout_sensitivity, m, forcing, output="Qle", state0=s0)
+        ok = (np.isfinite(g.values) & np.isfinite(g2.values)).all(axis=1)  # sites with finite gradients in both
+        diff = np.abs(g2.values - g.values)[ok] / np.maximum(np.abs(g.values[ok]).max(axis=1, keepdims=True), 1e-30)
+        row = {
+            "compile": comp, "checkpoint": ck, "first_call_s": round(t1, 2), "autograd_s": round(t2, 3),
+            "adjoint_cost_in_eager_forward_runs": round(t2 / t_f, 2),
+            "autograd_rss_increase_mib": round(inc2, 1),
+            "n_nan_gradients": int(np.isnan(g2.values).sum()),
+            "max_rel_diff_to_eager_autograd": float(diff.max()) if diff.size else float("nan"),
+            "median_rel_diff_to_eager_autograd": float(np.median(diff)) if diff.size else float("nan"),
+            "rel_diff_definition": "|compiled - eager| / max over parameters of |eager| per site, over sites where both are finite",
+            "sites_compared": [str(x) for x in g.site.values[ok]],
+        }
+        if "forward_compiled_s" in fd:
+            row["adjoint_cost_in_compiled_forward_runs"] = round(t2 / fd["forward_compiled_s"], 2)
+        variants.append(row)
+        print(f"  physics autograd (compile={comp}, checkpoint={ck}): {t2:.2f} s (first call {t1:.1f} s, RSS +{inc2:.0f} MiB)", flush=True)
+    res["physics_variants"] = variants
     if "emulator" in res:
         e = res["emulator"]
         e["ratio_emulator_autograd_over_physics_autograd"] = round(e["autograd_s"] / t_g, 4)
@@ -426,6 +484,10 @@ def section_gradient(args) -> dict:
     res["notes"] = [
         "autograd = rollout_sensitivity (prepare + simulate with per-site parameter leaves + one backward); "
         "forward = the same prepare + simulate without grad; both eager (compile=False), same dtype",
+        "checkpoint: ToyEcLand(checkpoint=...) for the physics autograd; 'auto' checkpoints the time loop of "
+        "gradient runs of >= 2000 steps in chunks of ceil(sqrt(steps)) (a first pass without graph, then each chunk "
+        "recomputed with its graph in the backward pass); 'false' records the graph of every step",
+        "autograd_rss_increase_mib: the RSS sampled every 20 ms while the autograd call ran, minus the RSS at its start",
         "peak RSS is the process maximum (getrusage): the emulator gradient runs first, then the physics forward, "
         "then the physics autograd, so each peak after a step bounds that step's memory",
     ]
@@ -591,8 +653,13 @@ def print_table(name: str, r: dict):
         print(f"  d(mean Qle)/d({r['n_parameters']} parameters) at {len(r['sites'])} sites, {r['hourly_steps']} hourly steps, {r['physics_dtype']}")
         print(f"  {'what':44} {'seconds':>9} {'x forward':>10}")
         print(f"  {'physics forward (eager, no grad)':44} {p['forward_eager_s']:>9.2f} {1.0:>10.2f}")
-        print(f"  {'physics autograd (eager)':44} {p['autograd_s']:>9.2f} {p['adjoint_cost_in_forward_runs']:>10.2f}"
-              f"   goal <= 5: {'met' if p['goal_met'] else 'NOT met'}")
+        print(f"  {'physics autograd (eager, checkpoint=' + str(p.get('checkpoint', False)) + ')':44} {p['autograd_s']:>9.2f} "
+              f"{p['adjoint_cost_in_forward_runs']:>10.2f}   goal <= 5: {'met' if p['goal_met'] else 'NOT met'}; "
+              f"RSS +{p.get('autograd_rss_increase_mib', float('nan')):.0f} MiB")
+        for v in r.get("physics_variants", []):
+            extra = f", {v['adjoint_cost_in_compiled_forward_runs']:.1f} x compiled forward" if "adjoint_cost_in_compiled_forward_runs" in v else ""
+            print(f"  {'physics autograd (compile=' + str(v['compile']) + ')':44} {v['autograd_s']:>9.2f} "
+                  f"{v['adjoint_cost_in_eager_forward_runs']:>10.2f}   RSS +{v['autograd_rss_increase_mib']:.0f} MiB{extra}")
         print(f"  {'FD central, eager (extrapolated)':44} {fd['central_fd_eager_s_extrapolated']:>9.1f} "
               f"{fd['central_forward_runs_needed']:>10}   = {fd['ratio_central_fd_eager_over_autograd']:.1f} x autograd")
         print(f"  {'FD one-sided, eager (extrapolated)':44} {fd['one_sided_fd_eager_s_extrapolated']:>9.1f} "
@@ -691,6 +758,10 @@ def parse(argv=None):
     p.add_argument("--fd-params", type=int, default=2, help="parameters whose finite differences are measured")
     p.add_argument("--fd-rel-step", type=float, default=None, help="FD step as a fraction of the parameter range (default 1e-2 float32, 1e-4 float64)")
     p.add_argument("--no-compiled-fd", dest="compiled_fd", action="store_false", help="skip the compiled-physics forward for FD")
+    p.add_argument("--physics-checkpoint", default="auto",
+                   help="ToyEcLand checkpoint setting for the physics autograd: auto (default), true, false or a chunk length in steps")
+    p.add_argument("--grad-variants", default="",
+                   help="comma-separated extra physics autograd runs: auto (compile='auto'), compiled (compile=True); default none")
     p.add_argument("--onnx-batches", type=int, nargs="+", default=None, help="rows per call (default 1 100 10000)")
     p.add_argument("--repeats", type=int, default=None, help="timed repeats per ONNX/torch measurement (default 9)")
     p.add_argument("--gpu-steps", type=int, default=None, help="optimiser steps timed for GPU training throughput (default 300)")
@@ -704,6 +775,13 @@ def parse(argv=None):
     args.members = args.members or ([1, 4] if q else [1, 10, 100])
     args.spinup_years = args.spinup_years if args.spinup_years is not None else (0 if q else 1)
     args.fd_rel_step = args.fd_rel_step or (1e-2 if args.grad_dtype == "float32" else 1e-4)
+    ck = str(args.physics_checkpoint).lower()
+    args.physics_checkpoint = {"auto": "auto", "true": True, "false": False}.get(ck) if not ck.isdigit() else int(ck)
+    if args.physics_checkpoint is None:
+        p.error(f"--physics-checkpoint must be auto, true, false or a positive integer, got {ck!r}")
+    args.grad_variants = [v for v in str(args.grad_variants).split(",") if v]
+    if any(v not in ("auto", "compiled") for v in args.grad_variants):
+        p.error(f"--grad-variants takes auto and/or compiled, got {args.grad_variants}")
     args.onnx_batches = args.onnx_batches or ([1, 100, 1000] if q else [1, 100, 10000])
     args.repeats = args.repeats or (3 if q else 9)
     args.gpu_steps = args.gpu_steps or (20 if q else 300)
@@ -770,7 +848,8 @@ def main(argv=None):
             "ensemble": args.ensemble, "emulator": args.emulator, "emulator_source": emulator_source,
             "sites": args.sites or "default (10)", "days": args.days, "members": args.members,
             "spinup_years": args.spinup_years, "grad_dtype": args.grad_dtype, "onnx_batches": args.onnx_batches,
-            "threads": args.threads or "torch default",
+            "threads": args.threads or "torch default", "physics_checkpoint": args.physics_checkpoint,
+            "grad_variants": args.grad_variants,
         },
         "goals": {
             "train_wall_min": "<= 10 for the default ensemble, reaching ACC swvl1, stl1 >= 0.95 and snowc, Qle >= 0.9",

@@ -177,6 +177,8 @@ def test_hard_bounds_hold_under_extreme_forcing(trained):
     assert 0.0 <= float(out["snowc"].min()) and float(out["snowc"].max()) <= 1.0
     assert 0.0 <= float(out["albedo"].min()) and float(out["albedo"].max()) <= 1.0
     assert float((out["wsn"] - out["sd"]).max()) <= 1e-7
+    # the screen-level diagnostics are emulator outputs too (the ensemble holds them)
+    assert 0.0 <= float(out["RH2m"].min()) and float(out["RH2m"].max()) <= 100.0 and float(out["q2m"].min()) >= 0.0
 
 
 def test_bad_input_is_explicit(trained):

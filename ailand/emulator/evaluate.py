@@ -30,7 +30,7 @@ from ..physics.model import STATE_NAMES, VARIABLES
 from .features import as_ensemble_data
 from .train import ensemble_tensors, split
 
-SCORE_VARIABLES = ("swvl1", "swvl2", "swvl3", "swvl4", "stl1", "stl4", "skt", "sd", "snowc", "Qle", "Qh", "Qg", "Evap", "Qs", "Qsb", "albedo")
+SCORE_VARIABLES = ("swvl1", "swvl2", "swvl3", "swvl4", "stl1", "stl4", "skt", "sd", "snowc", "Qle", "Qh", "Qg", "Evap", "Qs", "Qsb", "albedo", "T2m", "RH2m")
 
 
 def _rollout(em, tt, t0: int = 0, n: int | None = None, batch: int = 4096):

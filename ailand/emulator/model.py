@@ -42,9 +42,10 @@ from .train import fit as _fit
 # they never import) -> model (Emulator, whose fit / evaluate delegate to them).
 
 FORMAT_VERSION = 1
-# diagnostics that cannot be negative, and those bounded by [0, 1]
-NONNEGATIVE_DIAGNOSTICS = ("Qs", "Qsb", "Qsm")
+# diagnostics that cannot be negative, those bounded by [0, 1] and those in percent [0, 100]
+NONNEGATIVE_DIAGNOSTICS = ("Qs", "Qsb", "Qsm", "q2m")
 FRACTION_DIAGNOSTICS = ("snowc", "albedo")
+PERCENT_DIAGNOSTICS = ("RH2m",)
 # outputs are also kept within the training data's range widened by this fraction of it
 RANGE_MARGIN = 0.1
 N_SOIL_FEATURES = 12  # see Emulator.soil_features
@@ -61,7 +62,8 @@ class Emulator(ColumnModel):
     Outputs (:attr:`output_names`): the state at ``t+dt`` and the mean diagnostics over
     the step. The network predicts normalised increments; hard bounds are applied after
     (``0 <= swvl <= THETA_SAT``, ``sd, wl, wsn >= 0``, ``wsn <= sd``, ``tsn <= 273.16 K``,
-    ``asn, snowc, albedo`` in [0, 1], runoff and melt >= 0), and every output stays within
+    ``asn, snowc, albedo`` in [0, 1], runoff, melt and ``q2m`` >= 0, ``RH2m`` in [0, 100] %),
+    and every output stays within
     the range of the training data widened by 10% of that range on each side, so that a
     long rollout cannot run away to values the network never saw.
 
@@ -130,8 +132,8 @@ class Emulator(ColumnModel):
             lo, hi = np.maximum(lo, smin - pad), np.minimum(hi, smax + pad)
         self._swvl = t([k.startswith("swvl") for k in STATE_NAMES]).bool()
         self._lo, self._hi = t(lo), t(hi)
-        dlo = np.array([0.0 if d in NONNEGATIVE_DIAGNOSTICS + FRACTION_DIAGNOSTICS else -np.inf for d in self.diagnostics])
-        dhi = np.array([1.0 if d in FRACTION_DIAGNOSTICS else np.inf for d in self.diagnostics])
+        dlo = np.array([0.0 if d in NONNEGATIVE_DIAGNOSTICS + FRACTION_DIAGNOSTICS + PERCENT_DIAGNOSTICS else -np.inf for d in self.diagnostics])
+        dhi = np.array([1.0 if d in FRACTION_DIAGNOSTICS else 100.0 if d in PERCENT_DIAGNOSTICS else np.inf for d in self.diagnostics])
         if "diag_min" in n.extra:
             dmin, dmax = np.asarray(n.extra["diag_min"]), np.asarray(n.extra["diag_max"])
             pad = RANGE_MARGIN * (dmax - dmin)
@@ -291,7 +293,11 @@ class Emulator(ColumnModel):
         wanted = list(outputs) if outputs is not None else list(self.output_names)
         bad = [k for k in wanted if k not in self.output_names]
         if bad:
-            raise ValueError(f"the emulator does not predict {bad}; it gives {list(self.output_names)}")
+            hint = ""
+            if any(k in DIAGNOSTIC_NAMES for k in bad):
+                hint = (" (it was trained without these diagnostics: train one on an ensemble that holds them, "
+                        "e.g. 'make emulator' after rebuilding runs/ensemble/default.zarr)")
+            raise ValueError(f"the emulator does not predict {bad}; it gives {list(self.output_names)}{hint}")
         names = list(self.space.names)
         missing = [k for k in names if k not in params]
         if missing:
@@ -485,7 +491,8 @@ class Emulator(ColumnModel):
         data = as_ensemble_data(data)
         if dt is None:
             dt = freq_seconds(data.attrs.get("output_freq", "6h"))
-        diagnostics = config.pop("diagnostics", DIAGNOSTIC_NAMES)
+        # default: every physics diagnostic the ensemble holds (older ensembles lack T2m, q2m, RH2m)
+        diagnostics = config.pop("diagnostics", [d for d in DIAGNOSTIC_NAMES if d in data.index])
         em = cls(data.space, normaliser_from(data, diagnostics), dt=dt, diagnostics=diagnostics, **config)
         em.meta["param_range"] = {n: [float(lo), float(hi)] for n, (lo, hi) in zip(data.space.names, data.space.bounds)}
         rng = {}

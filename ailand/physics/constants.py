@@ -23,6 +23,7 @@ DZ = (0.07, 0.21, 0.72, 1.89)
 Z_BOTTOM_CM = (7.0, 28.0, 100.0, 289.0)
 
 ZREF = 10.0  # height of the forcing (wind, temperature, humidity) [m]
+Z_SCREEN = 2.0  # height of the screen-level diagnostics T2m, q2m, RH2m [m]
 Z0_BARE = 0.005  # roughness length of bare soil [m]
 Z0_SNOW = 0.001  # roughness length of snow [m]
 Z0H_RATIO = 0.1  # z0h = Z0H_RATIO * z0m

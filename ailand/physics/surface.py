@@ -51,20 +51,107 @@ def roughness(cveg, cvh, snowc, z0m_veg) -> torch.Tensor:
     return torch.exp(cvh * log_veg + low + bare)
 
 
+def stability_factor(wind, Tair, skin_prev) -> torch.Tensor:
+    """Stability factor f [-] of the bulk exchange coefficient (Louis-type, one function for
+    momentum and heat), ``(...)``.
+
+    Bulk Richardson number between the surface (previous skin temperature ``skin_prev``
+    [K]) and the forcing height ZREF, Ri = g ZREF (Tair - skin_prev) / (Tair wind^2), capped
+    at |Ri| <= RI_LIMIT; stable (Ri >= 0) ``f = 1 / (1 + 10 Ri)``, unstable
+    ``f = sqrt(1 - 10 Ri)``. ``wind`` [m s-1] is already floored, ``Tair`` [K].
+    """
+    ri = c.GRAV * c.ZREF * (Tair - skin_prev) / (Tair * wind**2)
+    ri = ri.clamp(-c.RI_LIMIT, c.RI_LIMIT)
+    return torch.where(ri >= 0, 1.0 / (1.0 + 10.0 * ri), torch.sqrt(1.0 - 10.0 * ri.clamp(max=0.0)))
+
+
 def aerodynamic_resistance(wind, z0m, Tair, skin_prev) -> torch.Tensor:
     """Aerodynamic resistance for heat and moisture r_a [s m-1].
 
     Neutral log profile with z0h = 0.1 z0m at the forcing height ZREF, corrected for
-    stability with the bulk Richardson number from the previous skin temperature:
-    stable ``1 / (1 + 10 Ri)``, unstable ``sqrt(1 - 10 Ri)``, with |Ri| <= RI_LIMIT.
+    stability with the bulk Richardson number from the previous skin temperature
+    (:func:`stability_factor` f): r_a = ln(ZREF/z0m) ln(ZREF/z0h) / (k^2 wind f).
     ``wind`` [m s-1] is already floored.
     """
     ln_m = torch.log(c.ZREF / z0m)
     ln_h = ln_m - math.log(c.Z0H_RATIO)
-    ri = c.GRAV * c.ZREF * (Tair - skin_prev) / (Tair * wind**2)
-    ri = ri.clamp(-c.RI_LIMIT, c.RI_LIMIT)
-    f_stab = torch.where(ri >= 0, 1.0 / (1.0 + 10.0 * ri), torch.sqrt(1.0 - 10.0 * ri.clamp(max=0.0)))
+    f_stab = stability_factor(wind, Tair, skin_prev)
     return ln_m * ln_h / (c.KARMAN**2 * wind * f_stab)
+
+
+def profile_weight(z, z0m, f_stab) -> torch.Tensor:
+    """Share w(z) in [0, 1] of the surface-to-ZREF contrast of temperature and humidity
+    reached at height ``z`` [m] above the surface, ``(...)``:  s(z) = s_s + w(z) (s_a - s_s).
+
+    Constant-flux surface layer: s(z) - s_s is proportional to the heat (moisture)
+    profile integral Phi_h(z) = int_{z0h}^{z} phi_h(z') / z' dz', so w(z) = Phi_h(z) / Phi_h(ZREF),
+    with z0h = Z0H_RATIO z0m (z0m [m], as in :func:`aerodynamic_resistance`).
+
+    Phi_h(ZREF) is the toy's own: its exchange coefficient k^2 f / (ln(ZREF/z0m) ln(ZREF/z0h))
+    read as Louis (1979) with one stability function for momentum and heat, k^2 / (Phi_m
+    Phi_h) with Phi_m = ln(ZREF/z0m) / sqrt(f) and Phi_h(ZREF) = ln(ZREF/z0h) / sqrt(f) = L_h.
+    The shape between z0h and ZREF comes from a gradient function phi_h > 0, so the profile is
+    monotone and s(z0h) = s_s, s(ZREF) = s_a exactly:
+
+    * neutral (f = 1): phi_h = 1, Phi_h(z) = ln(z / z0h) (the log profile);
+    * stable (f < 1): log-linear, phi_h = 1 + a z, Phi_h(z) = ln(z/z0h) + a (z - z0h) with
+      a = (L_h - ln(ZREF/z0h)) / (ZREF - z0h) >= 0: the air near the ground stays closer to
+      the skin (the screen level decouples from the forcing level at night);
+    * unstable (f > 1): phi_h = 1 / (1 + b z) (mixing flattens the upper profile),
+      Phi_h(z) = ln(z/z0h) - ln((1 + b z) / (1 + b z0h)) with b >= 0 solving
+      Phi_h(ZREF) = L_h in closed form, b = (ZREF - E z0h) / (ZREF z0h (E - 1)), E = exp(L_h).
+
+    ``z`` is clamped to [z0h, ZREF] (below z0h the surface value, above ZREF the forcing).
+    """
+    z0h = c.Z0H_RATIO * z0m
+    z = torch.maximum(torch.as_tensor(z, dtype=z0h.dtype, device=z0h.device).clamp(max=c.ZREF), z0h)
+    ln_ref = torch.log(c.ZREF / z0h)
+    ln_z = torch.log(z / z0h)
+    # both branches finite everywhere (torch.where differentiates both)
+    f_s = f_stab.clamp(max=1.0)
+    f_u = f_stab.clamp(min=1.0)
+    a = ln_ref * (1.0 / torch.sqrt(f_s) - 1.0) / (c.ZREF - z0h)
+    phi_stable, ref_stable = ln_z + a * (z - z0h), ln_ref / torch.sqrt(f_s)
+    big_e = torch.exp(ln_ref / torch.sqrt(f_u))
+    b = ((c.ZREF - big_e * z0h) / (c.ZREF * z0h * (big_e - 1.0))).clamp(min=0.0)
+    phi_unstable = ln_z - torch.log((1.0 + b * z) / (1.0 + b * z0h))
+    ref_unstable = ln_ref - torch.log((1.0 + b * c.ZREF) / (1.0 + b * z0h))
+    stable = f_stab <= 1.0
+    return torch.where(stable, phi_stable, phi_unstable) / torch.where(stable, ref_stable, ref_unstable)
+
+
+def screen_level(skin, evap, tair, qair, psurf, ra, z0m, f_stab, z=c.Z_SCREEN):
+    """Screen-level temperature [K], specific humidity [kg kg-1] and relative humidity [%]
+    at height ``z`` [m] (2 m by default), ``(...)`` each.
+
+    ECMWF-like post-processing: interpolate between the surface and the forcing level ZREF
+    along the surface-layer profile of the model's own exchange coefficients
+    (:func:`profile_weight`, the same z0m [m], z0h and stability factor ``f_stab`` as
+    :func:`aerodynamic_resistance`):
+
+        T(z) = T_s + w(z) (Tair - T_s),   q(z) = q_s + w(z) (Qair - q_s)
+
+    T_s is the skin temperature ``skin`` [K]. The toy has no prognostic surface humidity, so
+    q_s is the one its moisture flux implies through the same resistance,
+    Evap = rho (q_s - Qair) / r_a, i.e. q_s = Qair + Evap r_a / rho (``evap`` the total
+    evapotranspiration [kg m-2 s-1], upward positive; rho = psurf / (R_d Tair)); q_s = Qair
+    when nothing evaporates. Like the model's fluxes, the interpolation uses temperature, not
+    dry static energy (the 0.1 K of a dry adiabat over 10 m is left out). q(z) is kept within
+    [0, qsat(T(z))] (mixing two saturated airs along a line gives supersaturation), so
+    RH = 100 e / e_sat(T(z)) lies in [0, 100]. ``tair`` [K], ``qair`` [kg kg-1],
+    ``psurf`` [Pa] (used at z too), ``ra`` the model's aerodynamic resistance [s m-1]
+    (:func:`aerodynamic_resistance` with the same z0m and f).
+    """
+    w = profile_weight(z, z0m, f_stab)
+    rho = psurf / (c.RD * tair)
+    q_s = qair + evap * ra / rho
+    t_z = skin + w * (tair - skin)
+    q_z = q_s + w * (qair - q_s)
+    qs_z, _ = qsat(t_z, psurf)
+    q_z = torch.minimum(q_z.clamp(min=0.0), qs_z)
+    e_z = q_z * psurf / (0.622 + 0.378 * q_z)
+    es_z, _ = saturation_vapour_pressure(t_z)
+    return t_z, q_z, (100.0 * e_z / es_z).clamp(0.0, 100.0)
 
 
 def root_fractions(root_beta: torch.Tensor) -> torch.Tensor:

@@ -106,22 +106,25 @@ class ToyEcLand(ColumnModel):
         (inductor, C++ wrapper) to one fused kernel set: ~25x faster per step for small
         batches and ~5x for 10,000 columns, after a one-off compilation of ~20-30 s (cached
         on disk for later processes). ``"auto"`` compiles runs without gradient whose eager
-        cost would exceed ~10 s; runs that need gradients stay eager. If compilation fails
+        cost would exceed ~10 s; runs that need gradients stay eager unless checkpointed
+        (below). If compilation fails
         (e.g. no C++ compiler) the model warns and runs eagerly. A checkpointed gradient
         (see ``checkpoint``) is a pass without gradient plus a recomputation with it, chunk
         by chunk: ``"auto"`` compiles both by the same rule (forward and backward kernels;
-        the first compilation with gradients takes ~2 min on 2 cores, also cached), which
-        makes a one-year gradient ~8x faster than eager. A double backward always
-        recomputes eagerly.
+        the first compilation with gradients takes ~2 min on 2 cores, ~25 s from the disk
+        cache), which makes a one-year gradient at 10 sites ~10x faster than eager (14 s
+        against 130-180 s; ``benchmarks/emulator.py --only gradient``). A double backward
+        always recomputes eagerly.
     checkpoint : ``"auto"`` (default), True, False or a chunk length in steps. Gradient
         checkpointing of the time loop for runs that need gradients: the run goes through
         once without recording (storing only the state at the start of each chunk of
         steps), and the backward pass recomputes one chunk at a time with its graph, from
         the last chunk to the first, so memory is bounded by one chunk's graph plus one
         state per chunk instead of the graph of every step (a one-year gradient at 10 sites
-        held ~6 GiB of graph). Costs one extra pass without gradient. True (or ``"auto"``
-        for runs of at least ``CHECKPOINT_AUTO_STEPS`` steps) uses chunks of
-        ``ceil(sqrt(n_steps))`` steps; an integer sets the chunk length. Gradients equal the
+        held ~6 GiB of graph). Costs one extra pass without gradient, which the smaller
+        working set about pays back (eager, a one-year gradient took as long checkpointed
+        as not). True (or ``"auto"`` for runs of at least ``CHECKPOINT_AUTO_STEPS`` steps)
+        uses chunks of ``ceil(sqrt(n_steps))`` steps; an integer sets the chunk length. Gradients equal the
         unchecked ones (same operations; to rounding when the first pass is compiled),
         including second derivatives (a double backward recomputes each chunk with its graph).
     """
@@ -159,7 +162,11 @@ class ToyEcLand(ColumnModel):
         if not use or self._compile_failed or (needs_grad and self._compile_grad_failed):
             return column.step
         if self._compiled is None:
-            self._compiled = torch.compile(column.step, dynamic=False, options={"cpp_wrapper": True})
+            import warnings
+
+            with warnings.catch_warnings():  # torch's own inductor import uses the deprecated torch.jit.script_method
+                warnings.filterwarnings("ignore", message=".*torch.jit.script", category=DeprecationWarning)
+                self._compiled = torch.compile(column.step, dynamic=False, options={"cpp_wrapper": True})
         return self._compiled
 
     def __repr__(self):

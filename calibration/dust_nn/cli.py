@@ -1,11 +1,11 @@
 """``ailand dust-nn``: the neural-network dust emission model from the command line (a plugin of
 the ``ailand`` CLI, entry point ``dust-nn = "calibration.dust_nn.cli:register"``).
 
-    ailand dust-nn train --out runs/dust_nn                  # 4 years x 4 ten-day windows, 7 models, ~10 min
+    ailand dust-nn train --out runs/dust_nn --stride 6 --epochs 12   # 4 years x 4 ten-day windows, 7 models, ~6 min
     ailand dust-nn train --out runs/dust_nn_quick --quick    # small region, 2 short windows: ~1 min
     ailand dust-nn train --out runs/dust_nn --search-budget 12   # + BoTorch vs random search
     ailand dust-nn evaluate --run runs/dust_nn               # skill, zeros, maps, sites, coupled AOD, importance
-    ailand dust-nn export-onnx --run runs/dust_nn --model zero_aware --out dust_nn.onnx
+    ailand dust-nn export-onnx --run runs/dust_nn --out dust_nn.onnx    # the chosen model
 
 Importing this module is cheap: torch and xarray load only when a command runs.
 """
@@ -65,7 +65,8 @@ def register(subparsers) -> None:
     e.set_defaults(func=cmd_evaluate)
     x = sub.add_parser("export-onnx", help="export one model to ONNX and check onnxruntime against torch")
     x.add_argument("--run", default="runs/dust_nn", help="run folder")
-    x.add_argument("--model", default="zero_aware", help="model name (default zero_aware)")
+    x.add_argument("--model", default=None,
+                   help="model name (default: the chosen one, zero_aware_tuned, or zero_aware_mass without a search)")
     x.add_argument("--out", default=None, help="ONNX file (default RUN/onnx/MODEL.onnx)")
     x.set_defaults(func=cmd_export)
     s.set_defaults(func=lambda args: (s.print_help(), 2)[1])
@@ -129,6 +130,12 @@ def cmd_train(args) -> int:
         for m, (r, _) in sr.items():
             print(f"{m}: best validation RMSE (log space) {r.best_J:.4f} after {r.n_evaluations} trainings "
                   f"({r.wall_time:.0f} s)")
+        from .experiment import train_tuned
+
+        with p.stage("the chosen model: zero-aware with the best searched configuration"):
+            tuned = train_tuned(out, epochs=tcfg.epochs, seed=args.seed, progress=p)
+        res["skill"], res["zero"] = tuned["skill"], tuned["zero"]
+        res["models"]["zero_aware_tuned"] = tuned["model"]
     print(f"ailand dust-nn train: {len(res['models'])} models in {time.perf_counter() - t0:.0f} s; rows "
           f"train {res['data'].train.sizes['sample']}, validation {res['data'].val.sizes['sample']}, test "
           f"{res['data'].test.sizes['sample']} (year {years[-1]})")

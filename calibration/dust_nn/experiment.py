@@ -7,6 +7,8 @@
 * ``zero_aware`` - our hurdle model: physical gate x classifier x regressor (log target);
   ``zero_aware_mass`` - the same with the validation mass correction of the amount;
 * ``seed_v2_ucubed``, ``zero_aware_ucubed`` - retrained with (u* - u*_t)^3 as a 16th predictor;
+* after a hyperparameter search (:func:`train_tuned`): ``zero_aware_tuned``, the zero-aware
+  model with the search's best configuration and the mass correction - the chosen model;
 
 and writes to ``out``: ``tables/{train,val,test}.nc``, ``models/*.pt``, ``checkpoints/``,
 ``config.json``, ``training.json`` (history, wall times), ``skill.csv``, ``zero.csv``.
@@ -33,12 +35,19 @@ from calibration.progress import as_progress
 from .data import DataConfig, make_data, test_year_runs
 from .evaluate import (coupled_runs, emission_maps, permutation_importance, site_series, skill_table, zero_table)
 
-__all__ = ["MODEL_NAMES", "CHOSEN", "train_all", "evaluate_all", "export_onnx", "load_run", "mass_corrected"]
+__all__ = ["MODEL_NAMES", "CHOSEN", "FALLBACK", "chosen", "best_search_config", "train_tuned", "train_all", "evaluate_all", "export_onnx", "load_run", "mass_corrected"]
 
 MODEL_NAMES = ("seed_v1", "seed_v2", "seed_v2_mask", "zero_aware", "zero_aware_mass", "seed_v2_ucubed",
                "zero_aware_ucubed")
-#: the model this experiment puts forward (see the README's measured tables)
-CHOSEN = "zero_aware"
+#: the model this experiment puts forward: the zero-aware hurdle model with the hyperparameters of
+#: the search and the mass correction (:func:`train_tuned`); without a search, ``zero_aware_mass``
+CHOSEN = "zero_aware_tuned"
+FALLBACK = "zero_aware_mass"
+
+
+def chosen(models) -> str:
+    """The chosen model's name among ``models``: :data:`CHOSEN` when trained, else :data:`FALLBACK`."""
+    return CHOSEN if CHOSEN in models else FALLBACK
 
 
 def mass_corrected(model, val: xr.Dataset):
@@ -121,6 +130,52 @@ def train_all(out, data_config: DataConfig | None = None, train_config: TrainCon
     return {"data": data, "models": mods, "fits": fits, "skill": sk, "zero": zt}
 
 
+def best_search_config(run, epochs: int, seed: int = 0) -> TrainConfig:
+    """The configuration of the lowest J over both searches of ``run/search/trials.csv``,
+    with ``epochs`` (the search trains only a few) and ``seed``."""
+    import ast
+
+    path = Path(run) / "search" / "trials.csv"
+    if not path.exists():
+        raise ValueError(f"{path} does not exist: run the search first (ailand dust-nn train --search-budget N)")
+    t = pd.read_csv(path)
+    b = t.loc[t["J"].idxmin()]
+    return TrainConfig(hidden=tuple(ast.literal_eval(b["hidden"])), dropout=float(b["dropout"]),
+                       batch_size=int(b["batch_size"]), lr=float(b["lr"]), weight_decay=float(b["weight_decay"]),
+                       scheduler=str(b["scheduler"]), normalisation=str(b["normalisation"]), loss=str(b["loss"]),
+                       epochs=int(epochs), seed=int(seed))
+
+
+def train_tuned(run, epochs: int = 12, seed: int = 0, progress=False) -> dict:
+    """The chosen model: the zero-aware hurdle model trained with the best configuration of the
+    hyperparameter search (:func:`best_search_config`), mass-corrected on the validation rows;
+    saved as ``models/zero_aware_tuned.pt`` and added to ``skill.csv``, ``zero.csv``,
+    ``config.json`` and ``training.json`` of the run folder."""
+    run = Path(run)
+    r = load_run(run)
+    tabs = r["tables"]
+    cfg = best_search_config(run, epochs, seed)
+    fit = fit_zero_aware(tabs["train"], tabs["val"], cfg, list(PREDICTORS), checkpoint=run / "checkpoints" / "zero_aware_tuned.pt",
+                         progress=progress)
+    model = mass_corrected(fit.model, tabs["val"])
+    save_model(model, run / "models" / f"{CHOSEN}.pt", info={"train_s": fit.wall_s, "config": asdict(cfg)})
+    mods = {CHOSEN: model}
+    sk = pd.concat([pd.read_csv(run / "skill.csv").query("model != @CHOSEN"), skill_table(mods, tabs)])
+    zt = pd.concat([pd.read_csv(run / "zero.csv").query("model != @CHOSEN"),
+                    zero_table(mods, tabs["test"]).query("model != 'target'")])
+    sk.to_csv(run / "skill.csv", index=False, float_format="%.5g")
+    zt.to_csv(run / "zero.csv", index=False, float_format="%.5g")
+    c = json.loads((run / "config.json").read_text())
+    c["models"] = [m for m in c["models"] if m != CHOSEN] + [CHOSEN]
+    c["tuned_config"] = asdict(cfg)
+    (run / "config.json").write_text(json.dumps(c, indent=1, default=str))
+    tj = json.loads((run / "training.json").read_text())
+    tj["fits"][CHOSEN] = {"wall_s": fit.wall_s, "info": {**fit.info, "mass_factor": float(model.mass_factor)},
+                          "history": fit.history}
+    (run / "training.json").write_text(json.dumps(tj, indent=1, default=float))
+    return {"model": model, "fit": fit, "config": cfg, "skill": sk, "zero": zt}
+
+
 def load_run(run) -> dict:
     """Tables, models and configuration of a run folder written by :func:`train_all`."""
     run = Path(run)
@@ -136,13 +191,15 @@ def load_run(run) -> dict:
     return {"config": dcfg, "tables": tables, "models": models, "train_config": cfg["train"]}
 
 
-def export_onnx(run, model: str = CHOSEN, path=None, check_rows: int = 4096) -> tuple[Path, float]:
+def export_onnx(run, model: str | None = None, path=None, check_rows: int = 4096) -> tuple[Path, float]:
     """Export model ``model`` of run folder ``run`` to ONNX (default ``run/onnx/<model>.onnx``)
     and check onnxruntime against torch on ``check_rows`` random valid inputs. Returns the path and
     the largest relative difference max|ort - torch| / max|torch|."""
     from ailand.dust.nn import typical_rows
 
     run = Path(run)
+    if model is None:
+        model = CHOSEN if (run / "models" / f"{CHOSEN}.pt").exists() else FALLBACK
     mpath = run / "models" / f"{model}.pt"
     if not mpath.exists():
         have = sorted(q.stem for q in (run / "models").glob("*.pt")) if (run / "models").exists() else []
@@ -155,13 +212,14 @@ def export_onnx(run, model: str = CHOSEN, path=None, check_rows: int = 4096) -> 
     return path, float(np.abs(a - b).max() / max(np.abs(a).max(), 1e-300))
 
 
-def evaluate_all(run, progress=False, figures: bool = True, importance_for=("seed_v2", CHOSEN)) -> dict:
+def evaluate_all(run, progress=False, figures: bool = True, importance_for=("seed_v2", "chosen")) -> dict:
     """The evaluation of a run folder (every table and figure of :mod:`.evaluate`); writes
     ``evaluation/*.csv``, ``evaluation/*.nc``, ``onnx/*.onnx``, ``report.md`` and ``figures/``."""
     run = Path(run)
     p = as_progress(progress)
     r = load_run(run)
     tabs, mods = r["tables"], r["models"]
+    importance_for = [chosen(mods) if k == "chosen" else k for k in importance_for]
     ev = run / "evaluation"
     ev.mkdir(parents=True, exist_ok=True)
     res = {}
@@ -186,8 +244,9 @@ def evaluate_all(run, progress=False, figures: bool = True, importance_for=("see
 
     d = _D()
     d.chains, d.sites, d.lands, d.test = keep["chains"], keep["sites"], keep["lands"], tabs["test"]
-    coupled = {"scheme": "scheme", **{k: onnx[k] for k in mods if k in ("seed_v2", "seed_v2_mask", CHOSEN,
-                                                                         "zero_aware_mass", "seed_v1")}}
+    coupled = {"scheme": "scheme", **{k: onnx[k] for k in mods if k in ("seed_v1", "seed_v2", "seed_v2_mask",
+                                                                         "zero_aware", "zero_aware_mass",
+                                                                         CHOSEN)}}
     res["coupled_ds"], res["coupled"] = coupled_runs(coupled, d, progress=p)
     with p.stage("permutation importance"):
         scale = next(getattr(m, "base", m).target.scale for m in mods.values())

@@ -63,18 +63,20 @@ class AnalysisUNet(nn.Module):
 
     forward(background ``(B, ny, nx)``, obs ``(B, ny, nx)`` (0 where unobserved, no NaN), mask
     ``(B, ny, nx)`` bool, static ``(B or 1, n_static, ny, nx)`` or None) -> analysis ``(B, ny, nx)``.
-    Use :func:`calibration.learned_analysis.train.predict` for validated numpy in/out.
+    ``grid_shape``: the training grid; :func:`calibration.learned_analysis.train.predict_exercise1`
+    refuses a background on another grid.
     """
 
     def __init__(self, mean: float, std: float, scale: float, n_static: int = 0, width: int = 16, depth: int = 2,
-                 periodic: bool = True):
+                 periodic: bool = True, grid_shape: tuple[int, int] | None = None):
         super().__init__()
+        self.grid_shape = None if grid_shape is None else (int(grid_shape[0]), int(grid_shape[1]))
         self.register_buffer("mean", torch.tensor(float(mean)))
         self.register_buffer("std", torch.tensor(float(std)))
         self.register_buffer("scale", torch.tensor(float(scale)))
         self.n_static = int(n_static)
         self.config = dict(mean=float(mean), std=float(std), scale=float(scale), n_static=int(n_static),
-                           width=int(width), depth=int(depth), periodic=bool(periodic))
+                           width=int(width), depth=int(depth), periodic=bool(periodic), grid_shape=self.grid_shape)
         self.net = _Padded(3 + self.n_static, 1, width, depth, periodic)
 
     def forward(self, background, obs, mask, static=None):
@@ -96,8 +98,10 @@ class ObsToStateUNet(nn.Module):
     The untrained network returns the climatological mean state.
     """
 
-    def __init__(self, obs_mean, obs_std, out_mean, out_std, width: int = 16, depth: int = 2, periodic: bool = True):
+    def __init__(self, obs_mean, obs_std, out_mean, out_std, width: int = 16, depth: int = 2, periodic: bool = True,
+                 grid_shape: tuple[int, int] | None = None):
         super().__init__()
+        self.grid_shape = None if grid_shape is None else (int(grid_shape[0]), int(grid_shape[1]))
         self.register_buffer("obs_mean", torch.as_tensor(obs_mean, dtype=torch.float32).reshape(1, -1, 1, 1))
         self.register_buffer("obs_std", torch.as_tensor(obs_std, dtype=torch.float32).reshape(1, -1, 1, 1))
         self.register_buffer("out_mean", torch.as_tensor(out_mean, dtype=torch.float32).reshape(1, -1, 1, 1))
@@ -105,7 +109,7 @@ class ObsToStateUNet(nn.Module):
         n_obs, n_out = self.obs_mean.shape[1], self.out_mean.shape[1]
         self.config = dict(obs_mean=list(map(float, obs_mean)), obs_std=list(map(float, obs_std)),
                            out_mean=list(map(float, out_mean)), out_std=list(map(float, out_std)),
-                           width=int(width), depth=int(depth), periodic=bool(periodic))
+                           width=int(width), depth=int(depth), periodic=bool(periodic), grid_shape=self.grid_shape)
         self.net = _Padded(2 * n_obs, n_out, width, depth, periodic)
 
     def forward(self, obs, mask):

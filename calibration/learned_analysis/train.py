@@ -31,6 +31,12 @@ __all__ = ["train_exercise1", "predict_exercise1", "train_exercise2", "predict_e
 KINDS = {"AnalysisUNet": AnalysisUNet, "ObsToStateUNet": ObsToStateUNet, "ShallowWater1DNet": ShallowWater1DNet}
 
 
+def _kinds():
+    from .diffusion import DiffusionAnalysis
+
+    return {**KINDS, "DiffusionAnalysis": DiffusionAnalysis}
+
+
 def _fit(model, n: int, loss_of, epochs: int, batch_size: int, lr: float, seed: int, progress, desc: str):
     """Adam with a cosine learning-rate decay over ``epochs`` passes of ``n`` samples in shuffled batches."""
     if n < 1:
@@ -88,7 +94,7 @@ def train_exercise1(ds: xr.Dataset, target="truth", scale: float | None = None, 
     sc = float(scale) if scale is not None else float((tg - xb)[:, w > 0].std())
     mean, std = float(xb[:, w > 0].mean()), float(xb[:, w > 0].std())
     model = AnalysisUNet(mean, std, sc, n_static=0 if st is None else st.shape[1], width=width, depth=depth,
-                         periodic=periodic)
+                         periodic=periodic, grid_shape=tuple(xb.shape[-2:]))
 
     def loss_of(idx):
         out = model(xb[idx], y[idx], m[idx], st)
@@ -101,10 +107,7 @@ def train_exercise1(ds: xr.Dataset, target="truth", scale: float | None = None, 
 def predict_exercise1(model: AnalysisUNet, background, obs, mask, static=None) -> np.ndarray:
     """Analyses ``(B, ny, nx)`` (or ``(ny, nx)``) from a trained :class:`AnalysisUNet`; inputs
     validated as every analysis method (:func:`check_analysis_inputs`)."""
-    shape = None
-    if hasattr(model, "grid_shape"):
-        shape = model.grid_shape
-    xb, y, m, squeezed = check_analysis_inputs(background, obs, mask, shape)
+    xb, y, m, squeezed = check_analysis_inputs(background, obs, mask, model.grid_shape)
     st = None if static is None else _f32(static)[None]
     out = model(xb.float(), y.float(), m, st).double().numpy()
     return out[0] if squeezed else out
@@ -128,7 +131,7 @@ def train_exercise2(ds: xr.Dataset, target="truth", epochs: int = 20, batch_size
     o_std = [float(obs[:, k][mask[:, k]].std()) for k in range(obs.shape[1])]
     t_mean = [float(tgt[:, k].mean()) for k in range(3)]
     t_std = [float(tgt[:, k].std()) for k in range(3)]
-    model = ObsToStateUNet(o_mean, o_std, t_mean, t_std, width=width, depth=depth)
+    model = ObsToStateUNet(o_mean, o_std, t_mean, t_std, width=width, depth=depth, grid_shape=tuple(obs.shape[-2:]))
 
     def loss_of(idx):
         out = model(obs[idx], mask[idx])
@@ -144,6 +147,9 @@ def predict_exercise2(model: ObsToStateUNet, obs, mask) -> np.ndarray:
     mask = np.asarray(mask)
     if obs.ndim != 4 or obs.shape[1] != model.obs_mean.shape[1]:
         raise ValueError(f"obs must be (B, {model.obs_mean.shape[1]}, ny, nx), got {obs.shape}")
+    if model.grid_shape is not None and obs.shape[-2:] != model.grid_shape:
+        raise ValueError(f"obs are on a {obs.shape[-2]} x {obs.shape[-1]} grid but the network was trained on "
+                         f"{model.grid_shape[0]} x {model.grid_shape[1]}")
     if mask.shape != obs.shape:
         raise ValueError(f"mask must have the obs' shape {obs.shape}, got {mask.shape}")
     m = mask.astype(bool) & np.isfinite(obs)
@@ -198,9 +204,9 @@ def save_model(model, path) -> None:
 def load_model(path):
     """The model saved by :func:`save_model`, in eval mode."""
     blob = torch.load(path, map_location="cpu", weights_only=False)
-    if not isinstance(blob, dict) or blob.get("kind") not in KINDS:
+    if not isinstance(blob, dict) or blob.get("kind") not in _kinds():
         raise ValueError(f"{path} is not a learned-analysis model file (expected one written by save_model)")
-    model = KINDS[blob["kind"]](**blob["config"])
+    model = _kinds()[blob["kind"]](**blob["config"])
     model.load_state_dict(blob["state"])
     model.history = blob.get("history", [])
     return model.eval()

@@ -38,7 +38,8 @@ from calibration.progress import Progress  # noqa: E402
 def scatter(run: Path, path: Path):
     r = load_run(run)
     test = r["tables"]["test"]
-    mods = {k: r["models"][k] for k in ("seed_v1", "seed_v2", "seed_v2_mask", "zero_aware") if k in r["models"]}
+    mods = {k: r["models"][k] for k in ("seed_v1", "seed_v2", "seed_v2_mask", "zero_aware", "zero_aware_tuned")
+            if k in r["models"]}
     scale = next(getattr(m, "base", m).target.scale for m in mods.values())
     y = log_space(test["target"].values, scale)
     fig, axes = plt.subplots(1, len(mods), figsize=(3.6 * len(mods), 3.6), constrained_layout=True, squeeze=False)
@@ -58,6 +59,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--run", default=None, help="an existing run folder (else train a quick one in /tmp/dust_nn_example)")
     ap.add_argument("--quick", action="store_true", help="train a quick run (small region, two 4-day windows a year)")
+    ap.add_argument("--reevaluate", action="store_true", help="evaluate the run again even if it has an evaluation")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     p = Progress(True)
@@ -70,8 +72,21 @@ def main(argv=None) -> int:
                   TrainConfig(epochs=10), progress=p)
     else:
         run = Path(args.run)
-    res = evaluate_all(run, progress=p)
-    figs = list(res.get("figures", [])) + [scatter(run, run / "figures" / "scatter_log.png")]
+    ev = run / "evaluation"
+    if (ev / "maps.nc").exists() and not args.reevaluate:  # an evaluated run: plot what it saved
+        import pandas as pd
+        import xarray as xr
+
+        from calibration.dust_nn.plots import save_figures
+
+        res = {k: xr.load_dataset(ev / f"{k}.nc") for k in ("maps", "sites", "coupled_ds")}
+        res["importance"] = pd.read_csv(ev / "importance.csv")
+        figs = save_figures(res, run / "figures")
+    else:
+        figs = evaluate_all(run, progress=p).get("figures", [])
+    figs = list(figs) + [scatter(run, run / "figures" / "scatter_log.png")]
+    if (run / "search" / "bayesian_optimisation.nc").exists():
+        figs.append(run / "search" / "search.png")
     print((run / "report.md").read_text())
     for f in figs:
         print(f"wrote {f}")

@@ -50,8 +50,13 @@ def plot_sites(sites, path=None):
             y = sites["emission"].values[m, s]
             axes[s, 0].plot(np.arange(len(y)), y, label=name, **kw)
             axes[s, 1].plot(sites["hour"], sites["diurnal"].values[m, s], marker=".", **kw)
+        top = np.nanmax(sites["emission"].values[:, s])
+        if np.isfinite(top) and top > 0:
+            for ax in axes[s]:
+                ax.set_yscale("log")
+                ax.set_ylim(top * 1e-6, top * 2)
         axes[s, 0].set_title(f"{site} (dust source {float(sites['dust_source'].values[s]):.2f}): emission, test year "
-                             "(windows back to back)", fontsize=9)
+                             "(windows back to back; log axis, exact zeros not drawn)", fontsize=9)
         axes[s, 0].set_ylabel("kg m-2 s-1")
         axes[s, 0].set_xlabel("hour of the test windows")
         axes[s, 1].set_title(f"{site}: diurnal cycle", fontsize=9)

@@ -12,8 +12,9 @@ with the Hollingsworth-Loennberg (1986) method (:func:`fit_innovation_statistics
 uncorrelated observation errors, the covariance of innovations ``d = y - H x_b`` at two stations
 a distance ``r > 0`` apart is ``sigma_b^2 rho(r / L)``, and their variance is
 ``sigma_b^2 + sigma_o^2``; so binned innovation products, fitted for ``r > 0``, give ``L`` and
-``sigma_b^2`` (the fit extrapolated to ``r = 0``), and the rest of the variance is ``sigma_o^2``.
-No truth is needed (what an operational centre can do).
+``sigma_b^2`` (the fit extrapolated to ``r = 0``), and the rest of the variance is ``sigma_o^2``;
+:meth:`OptimalInterpolation.fit` then refines ``sigma_b, sigma_o`` with the Desroziers et al. (2005)
+diagnostics. No truth is needed (what an operational centre can do).
 
 OI (:class:`OptimalInterpolation`), Gandin (1963); Daley (1991) ch. 4::
 
@@ -190,12 +191,35 @@ class OptimalInterpolation:
         self.rho = _corr(kind)
 
     @classmethod
-    def fit(cls, background, obs, mask, dist, kind: str = "gaussian", **kw) -> "OptimalInterpolation":
+    def fit(cls, background, obs, mask, dist, kind: str = "gaussian", desroziers: int = 4, max_cases: int = 200,
+            **kw) -> "OptimalInterpolation":
         """Set up with ``L, sigma_b, sigma_o`` fitted to the cases' innovations
-        (:func:`fit_innovation_statistics`); the fit is kept in :attr:`stats`."""
+        (:func:`fit_innovation_statistics`), then ``desroziers`` iterations of the Desroziers et al.
+        (2005) consistency diagnostics on (up to ``max_cases`` of) the same cases with the fitted ``L``,
+        started from an even split ``sigma_b^2 = sigma_o^2 = var(d) / 2``:
+        ``sigma_o^2 = E[(y - H x_a)(y - H x_b)]``, ``sigma_b^2 = E[(H x_a - H x_b)(y - H x_b)]`` (the
+        Hollingsworth-Loennberg split of the variance at zero distance is the least certain part of
+        the fit). The fits are kept in :attr:`stats`."""
         st = fit_innovation_statistics(background, obs, mask, dist, kind=kind, **kw)
         xb = np.asarray(background)
         oi = cls(dist, xb.shape[-2:], st["sigma_b"], st["length"], st["sigma_o"], kind)
+        st["hollingsworth_loennberg"] = {"sigma_b": st["sigma_b"], "sigma_o": st["sigma_o"]}
+        if desroziers:
+            # start from an even split of the innovation variance: a fixed point at sigma_o -> 0
+            # (HL's extrapolation to r = 0 can take all the variance) would otherwise never move
+            oi.sigma_b = oi.sigma_o = float(np.sqrt(st["innovation_variance"] / 2))
+            xb_t, y_t, m_t, _ = check_analysis_inputs(background, obs, mask)
+            k = min(max_cases, xb_t.shape[0])
+            xbk, yk, mk = xb_t[:k].numpy(), y_t[:k].numpy(), m_t[:k].numpy()
+            d_ob = (yk - xbk)[mk]
+            for _ in range(int(desroziers)):
+                xa = oi.analyse(xbk, yk, mk)
+                d_oa, d_ab = (yk - xa)[mk], (xa - xbk)[mk]
+                so2, sb2 = float(np.mean(d_oa * d_ob)), float(np.mean(d_ab * d_ob))
+                if not (so2 > 0 and sb2 > 0):
+                    break
+                oi.sigma_o, oi.sigma_b = float(np.sqrt(so2)), float(np.sqrt(sb2))
+            st["sigma_b"], st["sigma_o"] = oi.sigma_b, oi.sigma_o
         oi.stats = st
         return oi
 

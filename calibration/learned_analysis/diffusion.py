@@ -59,10 +59,12 @@ class DiffusionAnalysis(nn.Module):
     scale : the background-error scale ``s`` [field units].
     n_static : static maps given to :meth:`sample` / :meth:`fit`.
     n_steps : diffusion steps (default 50). width, depth : U-Net size. periodic : wrap the domain.
+    grid_shape : the grid (set by :meth:`fit` when None). seed : initial weights.
     """
 
     def __init__(self, mean: float, std: float, scale: float, n_static: int = 0, n_steps: int = 50,
-                 width: int = 16, depth: int = 2, periodic: bool = True, grid_shape: tuple[int, int] | None = None):
+                 width: int = 16, depth: int = 2, periodic: bool = True, grid_shape: tuple[int, int] | None = None,
+                 seed: int = 0):
         super().__init__()
         self.grid_shape = None if grid_shape is None else (int(grid_shape[0]), int(grid_shape[1]))
         self.config = dict(mean=float(mean), std=float(std), scale=float(scale), n_static=int(n_static),
@@ -70,7 +72,9 @@ class DiffusionAnalysis(nn.Module):
                            grid_shape=self.grid_shape)
         self.mean, self.std, self.scale = float(mean), float(std), float(scale)
         self.n_static, self.n_steps, self.periodic, self.k = int(n_static), int(n_steps), bool(periodic), 2**depth
-        self.net = UNet(3 + self.n_static, 1, width=width, depth=depth)
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)  # seeded initial weights
+            self.net = UNet(3 + self.n_static, 1, width=width, depth=depth)
         self.register_buffer("abar", cosine_schedule(self.n_steps).float())
         self.clip = 6.0  # |z_0| bound of the predicted clean state (standardised units) in sampling
 

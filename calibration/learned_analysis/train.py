@@ -41,7 +41,6 @@ def _fit(model, n: int, loss_of, epochs: int, batch_size: int, lr: float, seed: 
     """Adam with a cosine learning-rate decay over ``epochs`` passes of ``n`` samples in shuffled batches."""
     if n < 1:
         raise ValueError("no training cases")
-    torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     n_batches = int(np.ceil(n / batch_size))
@@ -93,8 +92,10 @@ def train_exercise1(ds: xr.Dataset, target="truth", scale: float | None = None, 
     st = None if static is None else _f32(static)[None]
     sc = float(scale) if scale is not None else float((tg - xb)[:, w > 0].std())
     mean, std = float(xb[:, w > 0].mean()), float(xb[:, w > 0].std())
-    model = AnalysisUNet(mean, std, sc, n_static=0 if st is None else st.shape[1], width=width, depth=depth,
-                         periodic=periodic, grid_shape=tuple(xb.shape[-2:]))
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)  # seeded initial weights, whatever ran before
+        model = AnalysisUNet(mean, std, sc, n_static=0 if st is None else st.shape[1], width=width, depth=depth,
+                             periodic=periodic, grid_shape=tuple(xb.shape[-2:]))
 
     def loss_of(idx):
         out = model(xb[idx], y[idx], m[idx], st)
@@ -131,7 +132,9 @@ def train_exercise2(ds: xr.Dataset, target="truth", epochs: int = 20, batch_size
     o_std = [float(obs[:, k][mask[:, k]].std()) for k in range(obs.shape[1])]
     t_mean = [float(tgt[:, k].mean()) for k in range(3)]
     t_std = [float(tgt[:, k].std()) for k in range(3)]
-    model = ObsToStateUNet(o_mean, o_std, t_mean, t_std, width=width, depth=depth, grid_shape=tuple(obs.shape[-2:]))
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = ObsToStateUNet(o_mean, o_std, t_mean, t_std, width=width, depth=depth, grid_shape=tuple(obs.shape[-2:]))
 
     def loss_of(idx):
         out = model(obs[idx], mask[idx])
@@ -179,7 +182,9 @@ def train_shallow_water_1d(s0, s1, dt: float, dx: float, lam: float = 0.0, epoch
     q0 = torch.stack([a[:, 0], a[:, 0] * a[:, 1]], 1)
     q1 = torch.stack([b[:, 0], b[:, 0] * b[:, 1]], 1)
     r_scale = ((q1 - q0) / dt).pow(2).mean((0, 2)).sqrt().clamp(min=1e-30).reshape(1, 2, 1)
-    model = ShallowWater1DNet(mean.tolist(), sd.tolist(), std.tolist(), width=width, n_layers=n_layers)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = ShallowWater1DNet(mean.tolist(), sd.tolist(), std.tolist(), width=width, n_layers=n_layers)
     model.r_scale = r_scale
     stdv = std.reshape(1, 2, 1)
 

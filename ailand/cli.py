@@ -207,7 +207,7 @@ def cmd_train(args) -> int:
     hist = em.fit(
         data, val_members=args.val_members, val_sites=val_sites, epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
         batch_size=args.batch_size, rollout_steps=args.rollout_steps, rollout_batch=args.rollout_batch,
-        rollout_weight=args.rollout_weight, input_noise=args.input_noise, lr=args.lr, patience=args.patience,
+        rollout_weight=args.rollout_weight, water_weight=args.water_weight, input_noise=args.input_noise, lr=args.lr, patience=args.patience,
         checkpoint_dir=ckdir, resume=not args.restart, device=args.device, seed=args.seed, time_limit=args.time_limit,
     )
     em.save(out)
@@ -324,6 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--rollout-batch", type=int, default=64, help="rollouts per optimiser step")
     t.add_argument("--rollout-weight", type=float, default=1.0)
     t.add_argument("--input-noise", type=float, default=0.5, help="start-state noise in tendency standard deviations")
+    t.add_argument("--water-weight", type=float, default=0.0,
+                   help="weight of the column water-balance term in the loss (0: off; see ailand.emulator.train)")
     t.add_argument("--lr", type=float, default=2e-3)
     t.add_argument("--patience", type=int, default=10, help="early stopping after this many epochs without improvement")
     t.add_argument("--val-sites", default=None, help="comma-separated held-out sites (default BE-Lon,US-Kon)")

@@ -46,7 +46,7 @@ def _rollout(em, tt, t0: int = 0, n: int | None = None, batch: int = 4096):
     with torch.no_grad():
         for j in range(n):
             fct = tt.FCT[t0 + j][None].expand(E, G, tt.FCT.shape[-1])
-            s, d = em.physical(s, em.raw(s, torch.cat([fct, P], -1), Pp), th)
+            s, d = em.physical(s, em.raw(s, torch.cat([fct, P], -1), Pp), th, tt.precip[t0 + j][None])
             out_s.append(s)
             out_d.append(d)
     return torch.stack(out_s), torch.stack(out_d)
@@ -61,7 +61,7 @@ def _one_step(em, tt):
         P = tt.P[None, :, None, :].expand(T - 1, E, G, tt.P.shape[-1])
         Pp = tt.Pphys[None, :, None, :]
         th = tt.theta_sat[None, :, None].expand(T - 1, E, G)
-        new, d = em.physical(s, em.raw(s, torch.cat([fct, P], -1), Pp), th)
+        new, d = em.physical(s, em.raw(s, torch.cat([fct, P], -1), Pp), th, tt.precip[: T - 1, None])
     return new, d
 
 
@@ -218,3 +218,55 @@ def drift_check(em, sites=None, years: int = 10, start: str = "2020-01-01", seed
         ds[v].attrs = dict(out_p[v].attrs)
     ds.attrs = {"finite": int(finite), "years": years, "weather_seed": seed, "note": "annual means; both runs start from the physics' spun-up state"}
     return ds
+
+
+def water_balance(em, data, *, members=None, sites=None, days: int = 365) -> xr.Dataset:
+    """The column water-balance residual of a free emulator rollout of ``days`` days (from the
+    true state at the first date) and of the ensemble's physics over the same steps.
+
+    members : member indices into the ensemble axis (default: the emulator's held-out
+    members); sites : names (default: its held-out sites). Returns over ``source``
+    (physics, emulator): ``mean_abs_step`` (mean |residual| of a step) and ``accumulated``
+    (the sum of the residuals over the period: water created (+) or destroyed (-) in the
+    column), ``mean_abs_one_step`` (mean |residual| of one-step predictions from the true
+    states over the same steps), all [kg m-2], and ``precipitation`` over the period
+    [kg m-2] for scale; attrs:
+    steps and the emulator's ``water_closure``. See :mod:`ailand.emulator.budget`.
+    """
+    from .budget import water_residual
+
+    data = as_ensemble_data(data)
+    tr = em.meta.get("training", {})
+    names = [str(s) for s in data.sites]
+    sites = list(sites) if sites is not None else [s for s in (tr.get("val_sites") or names) if s in names]
+    unknown = [s for s in sites if s not in names]
+    if unknown:
+        raise ValueError(f"sites {unknown} are not in the ensemble ({names})")
+    if members is None:
+        E = data.data.shape[2]
+        members = [m for m in (tr.get("val_members") or range(E)) if m < E] or list(range(E))
+    tt = ensemble_tensors(em, data, members, [names.index(s) for s in sites])
+    spd = int(round(86400 / em.dt))
+    n = min(tt.shape[0] - 1, days * spd)
+    sr, dr = _rollout(em, tt, 0, n)
+    with torch.no_grad():
+        s_prev = torch.cat([tt.S[:1], sr[:-1]])
+        pr = tt.precip[:n, None]
+        r_emu = water_residual(s_prev, sr, pr, dr, em.diagnostics, em.dt)
+        r_phys = water_residual(tt.S[:n], tt.S[1 : n + 1], pr, tt.D[:n], em.diagnostics, em.dt)
+        s1, d1 = _one_step(em, tt)
+        r_one = water_residual(tt.S[:n], s1[:n], pr, d1[:n], em.diagnostics, em.dt)
+        precip = (pr * em.dt).sum(0).expand_as(r_emu[0])
+    r = torch.stack([r_phys, r_emu]).double().cpu().numpy()  # (source, n, E, G)
+    r1 = torch.stack([r_phys, r_one]).double().cpu().numpy()
+    dims = ("source", "member", "site")
+    return xr.Dataset(
+        {
+            "mean_abs_step": (dims, np.abs(r).mean(1), {"units": "kg m-2", "long_name": "mean |water-balance residual| per step"}),
+            "mean_abs_one_step": (dims, np.abs(r1).mean(1), {"units": "kg m-2", "long_name": "mean |water-balance residual| of one-step predictions"}),
+            "accumulated": (dims, r.sum(1), {"units": "kg m-2", "long_name": "water-balance residual summed over the period"}),
+            "precipitation": (dims[1:], precip.double().cpu().numpy(), {"units": "kg m-2", "long_name": "precipitation over the period"}),
+        },
+        coords={"source": ["physics", "emulator"], "member": [int(m) for m in members], "site": sites},
+        attrs={"steps": n, "days": n / spd, "water_closure": int(em.water_closure)},
+    )

@@ -34,6 +34,7 @@ from .features import (
     normaliser_from,
     time_features,
 )
+from .budget import FLUX_NAMES, close_water
 from .evaluate import evaluate as _evaluate
 from .network import MLP
 from .train import fit as _fit
@@ -98,6 +99,8 @@ class Emulator(ColumnModel):
         self.dtype = dtype
         self.device = torch.device(device)
         self.meta = dict(meta or {})
+        self.last_clamps: dict = {}  # filled by simulate: states held at the training-range clamp
+        self.last_extrapolation: dict = {}  # filled by prepare: drivers outside the training range
         self.input_names = (*STATE_NAMES, *FORCING_NAMES, *CLIM_NAMES, *TIME_NAMES, *space.names)
         self.output_names = (*STATE_NAMES, *self.diagnostics)
         self.n_features = len(self.input_names) + N_SOIL_FEATURES
@@ -126,10 +129,13 @@ class Emulator(ColumnModel):
             if k == "tsn":
                 hi[i] = c.TT
         # and never further than RANGE_MARGIN x the training range outside the training range
+        rlo, rhi = np.full(ns, -np.inf), np.full(ns, np.inf)
         if "state_min" in n.extra:
             smin, smax = np.asarray(n.extra["state_min"]), np.asarray(n.extra["state_max"])
             pad = RANGE_MARGIN * (smax - smin)
-            lo, hi = np.maximum(lo, smin - pad), np.minimum(hi, smax + pad)
+            rlo, rhi = smin - pad, smax + pad
+            lo, hi = np.maximum(lo, rlo), np.minimum(hi, rhi)
+        self._rlo, self._rhi = t(rlo), t(rhi)  # the training-range clamps alone (counted in simulate)
         self._swvl = t([k.startswith("swvl") for k in STATE_NAMES]).bool()
         self._lo, self._hi = t(lo), t(hi)
         dlo = np.array([0.0 if d in NONNEGATIVE_DIAGNOSTICS + FRACTION_DIAGNOSTICS + PERCENT_DIAGNOSTICS else -np.inf for d in self.diagnostics])
@@ -141,6 +147,7 @@ class Emulator(ColumnModel):
         self._dlo, self._dhi = t(dlo), t(dhi)
         self._i_sd, self._i_wsn = STATE_NAMES.index("sd"), STATE_NAMES.index("wsn")
         self._i_theta_sat = list(self.space.names).index("THETA_SAT")
+        self._i_rain, self._i_snow = FORCING_NAMES.index("Rainf"), FORCING_NAMES.index("Snowf")
         missing = [n for n in ("THETA_SAT", "THETA_CAP", "THETA_PWP", "KSAT", "BCH") if n not in self.space]
         if missing:
             raise ValueError(f"the emulator needs the soil parameters {missing} in its ParameterSpace")
@@ -227,9 +234,12 @@ class Emulator(ColumnModel):
         x = torch.cat([sn, sf.expand(*shape, sf.shape[-1]), drivers_n.expand(*shape, drivers_n.shape[-1])], dim=-1)
         return self.net(x)
 
-    def physical(self, state: torch.Tensor, out_n: torch.Tensor, theta_sat: torch.Tensor):
+    def physical(self, state: torch.Tensor, out_n: torch.Tensor, theta_sat: torch.Tensor, precip: torch.Tensor | None = None):
         """Normalised network output -> (next state ``(..., 15)``, diagnostics ``(..., n_diag)``)
-        in physical units, with the hard bounds applied. ``theta_sat`` ``(...)`` [m3 m-3]."""
+        in physical units, with the hard bounds applied. ``theta_sat`` ``(...)`` [m3 m-3].
+        With :attr:`water_closure` on and ``precip`` ``(...)`` [kg m-2 s-1] (Rainf + Snowf,
+        mean over the step) given, the soil water of the next state is corrected so that the
+        step closes the column water balance (:func:`ailand.emulator.budget.close_water`)."""
         k = self._k
         ns = len(STATE_NAMES)
         new = state + out_n[..., :ns] * k["tend_std"] + k["tend_mean"]
@@ -239,7 +249,27 @@ class Emulator(ColumnModel):
         new = torch.cat([new[..., : self._i_wsn], wsn[..., None], new[..., self._i_wsn + 1 :]], dim=-1)
         diag = out_n[..., ns:] * k["diag_std"] + k["diag_mean"]
         diag = torch.minimum(torch.maximum(diag, self._dlo), self._dhi)
+        if self.water_closure and precip is not None:
+            new = close_water(state, new, precip, diag, self.diagnostics, self.dt, theta_sat)
         return new, diag
+
+    @property
+    def water_closure(self) -> bool:
+        """Close the column water balance by construction at every step (kept in ``meta``,
+        so it travels with the saved file; off by default)."""
+        return bool(self.meta.get("water_closure", False))
+
+    @water_closure.setter
+    def water_closure(self, on: bool) -> None:
+        if on:
+            missing = [k for k in FLUX_NAMES if k not in self.diagnostics]
+            if missing:
+                raise ValueError(f"water_closure needs the diagnostics {missing}")
+        self.meta["water_closure"] = bool(on)
+
+    def precip(self, forcing: torch.Tensor) -> torch.Tensor:
+        """Rainf + Snowf ``(...)`` [kg m-2 s-1] from physical forcing ``(..., 9)`` ordered as ``FORCING_NAMES``."""
+        return forcing[..., self._i_rain] + forcing[..., self._i_snow]
 
     def step_flat(self, x: torch.Tensor) -> torch.Tensor:
         """One step on a flat physical input ``(B, n_in)`` ordered as :attr:`input_names`
@@ -249,7 +279,7 @@ class Emulator(ColumnModel):
         i = np.cumsum([0, ns, nf, nc, ntm])
         state, forcing, clim, tm, params = x[..., : i[1]], x[..., i[1] : i[2]], x[..., i[2] : i[3]], x[..., i[3] : i[4]], x[..., i[4] :]
         drivers = self.normalise_drivers(forcing, clim, tm, params)
-        new, diag = self.physical(state, self.raw(state, drivers, params), params[..., self._i_theta_sat])
+        new, diag = self.physical(state, self.raw(state, drivers, params), params[..., self._i_theta_sat], self.precip(forcing))
         return torch.cat([new, diag], dim=-1)
 
     def input_units(self) -> list[str]:
@@ -321,10 +351,13 @@ class Emulator(ColumnModel):
         i_diag = [self.diagnostics.index(k) for k in wanted if k in self.diagnostics]
         fct, pn = self.normalise_fct(f, clim, tm), self.normalise_params(p)  # (T, S, 19), (..., d)
         rec_s, rec_d, acc = [], [], None
+        hits = torch.zeros(len(STATE_NAMES), dtype=torch.long, device=self.device)
         bar = _progress(T, progress)
         for t in range(T):
             drivers = torch.cat([fct[t].expand(*batch, fct.shape[-1]), pn.expand(*batch, pn.shape[-1])], -1)
-            state, diag = self.physical(state, self.raw(state, drivers, p), theta_sat)
+            state, diag = self.physical(state, self.raw(state, drivers, p), theta_sat, self.precip(f[t]))
+            with torch.no_grad():  # states held at the training-range clamp: the network left its training data
+                hits += ((state <= self._rlo) | (state >= self._rhi)).reshape(-1, len(STATE_NAMES)).sum(0)
             d = diag[..., i_diag]
             acc = d if acc is None else acc + d
             if (t + 1) % steps_per_output == 0:
@@ -335,6 +368,7 @@ class Emulator(ColumnModel):
                 bar.update(40)
         if bar is not None:
             bar.close()
+        self._report_clamps(hits, T * int(np.prod(batch)))
         S, D = torch.stack(rec_s), torch.stack(rec_d)
         out = {}
         for j, i in enumerate(i_state):
@@ -390,8 +424,20 @@ class Emulator(ColumnModel):
         self._check_range(out, st)
         return out, {k: self.tensor(np.asarray(v, dtype=float)) for k, v in st.items()}, 1
 
+    def _report_clamps(self, hits: torch.Tensor, n: int) -> None:
+        """Record in :attr:`last_clamps` how many (step, column) values of each state reached
+        the training-range clamp in the last :meth:`simulate` (``n`` of each), and warn."""
+        counts = {k: int(h) for k, h in zip(STATE_NAMES, hits.tolist()) if h}
+        self.last_clamps = {"counts": counts, "of": int(n)}
+        if counts:
+            text = ", ".join(f"{k} {c} ({100 * c / n:.2g} %)" for k, c in counts.items())
+            warnings.warn(f"emulator states held at the edge of their training range (10 % margin): {text} "
+                          f"of {n} step-columns; the rollout left the data it was trained on", stacklevel=3)
+
     def _check_range(self, forcing, static):
-        """Warn when drivers leave the range seen in training (extrapolation)."""
+        """Warn when drivers leave the range seen in training (extrapolation), with how many
+        values do; the counts are kept in :attr:`last_extrapolation` ``{name: (n_out, n)}``."""
+        self.last_extrapolation = {}
         rng = self.meta.get("input_range")
         if not rng:
             return
@@ -400,10 +446,13 @@ class Emulator(ColumnModel):
                 lo, hi = rng[name]
                 pad = 0.05 * (hi - lo) + 1e-12
                 a = v.detach().cpu().numpy() if torch.is_tensor(v) else np.asarray(v, dtype=float)
-                if a.min() < lo - pad or a.max() > hi + pad:
+                out = int(((a < lo - pad) | (a > hi + pad)).sum())
+                if out:
+                    self.last_extrapolation[name] = (out, int(a.size))
                     warnings.warn(
                         f"{name} spans [{a.min():.4g}, {a.max():.4g}] but the emulator was trained on "
-                        f"[{lo:.4g}, {hi:.4g}]: outputs are extrapolated", stacklevel=3
+                        f"[{lo:.4g}, {hi:.4g}]: {out} of {a.size} values ({100 * out / a.size:.2g} %) are "
+                        "extrapolated", stacklevel=3
                     )
 
     def _params_checked(self, params):

@@ -8,7 +8,12 @@ Loss per optimiser step (all terms are mean squared errors of normalised quantit
                 the state error is scaled by s_tend * sqrt(j) (a random walk of one-step
                 errors) and the diagnostics by their standard deviation.
 
-    loss = one-step + rollout_weight * rollout
+    loss = one-step + rollout_weight * rollout + water_weight * water
+
+    water     : the column water-balance residual of every predicted step (one-step and
+                rollout), :func:`ailand.emulator.budget.water_residual` [kg m-2], divided by
+                the standard deviation of the true net inflow (P - E - Qs - Qsb) dt over the
+                training rows, squared and averaged (off by default).
 """
 
 from __future__ import annotations
@@ -34,7 +39,8 @@ class Tensors:
 
     S : (T, E, G, 15) states [physical]; D : (T, E, G, n_diag) diagnostics [physical];
     FCT : (T, G, 19) normalised forcing, clim and time features; P : (E, d) normalised
-    parameters; Pphys : (E, d) physical parameters; theta_sat : (E,) [m3 m-3].
+    parameters; Pphys : (E, d) physical parameters; theta_sat : (E,) [m3 m-3];
+    precip : (T, G) Rainf + Snowf [kg m-2 s-1], means over each step.
     """
 
     S: torch.Tensor
@@ -45,6 +51,7 @@ class Tensors:
     theta_sat: torch.Tensor
     members: np.ndarray
     sites: list
+    precip: torch.Tensor | None = None
 
     @property
     def shape(self):
@@ -77,10 +84,25 @@ def ensemble_tensors(em, data, members=None, sites=None, device=None) -> Tensors
     with torch.no_grad():
         FCT = em.normalise_fct(F, C, tf)
         Pn = em.normalise_params(P)
-    return Tensors(S, D, FCT, Pn, P, P[:, em._i_theta_sat], mi, [data.sites[i] for i in gi])
+    return Tensors(S, D, FCT, Pn, P, P[:, em._i_theta_sat], mi, [data.sites[i] for i in gi], em.precip(F))
 
 
-def _one_step_loss(em, tt: Tensors, t, e, g, noise: float = 0.0, gen=None):
+def _water_term(em, tt: Tensors, s0, s1, diag, t, g, scale: float):
+    """Mean squared water-balance residual of predicted steps, in units of ``scale`` [kg m-2]."""
+    from .budget import water_residual
+
+    r = water_residual(s0, s1, tt.precip[t, g], diag, em.diagnostics, em.dt)
+    return torch.mean((r / scale) ** 2)
+
+
+def water_scale(em, tt: Tensors) -> float:
+    """Standard deviation [kg m-2] of the true net inflow (P - E - Qs - Qsb) dt per step."""
+    from .budget import net_inflow
+
+    return float(net_inflow(tt.precip[:-1, None], tt.D[:-1], em.diagnostics, em.dt).std().clamp(min=1e-6))
+
+
+def _one_step_loss(em, tt: Tensors, t, e, g, noise: float = 0.0, gen=None, water: float = 0.0, scale: float = 1.0):
     s = tt.S[t, e, g]
     if noise > 0:  # perturbed start states teach the network to pull back towards the truth
         s = s + noise * em._k["tend_std"] * torch.randn(s.shape, generator=gen).to(s)
@@ -90,10 +112,14 @@ def _one_step_loss(em, tt: Tensors, t, e, g, noise: float = 0.0, gen=None):
     ns = len(STATE_NAMES)
     inc = (tt.S[t + 1, e, g] - s - k["tend_mean"]) / k["tend_std"]
     dia = (tt.D[t, e, g] - k["diag_mean"]) / k["diag_std"]
-    return torch.mean((out[:, :ns] - inc) ** 2) + torch.mean((out[:, ns:] - dia) ** 2)
+    loss = torch.mean((out[:, :ns] - inc) ** 2) + torch.mean((out[:, ns:] - dia) ** 2)
+    if water > 0:
+        s1, diag = em.physical(s, out, tt.theta_sat[e])
+        loss = loss + water * _water_term(em, tt, s, s1, diag, t, g, scale)
+    return loss
 
 
-def _rollout_loss(em, tt: Tensors, t0, e, g, L: int):
+def _rollout_loss(em, tt: Tensors, t0, e, g, L: int, water: float = 0.0, scale: float = 1.0):
     s = tt.S[t0, e, g]
     k = em._k
     th = tt.theta_sat[e]
@@ -101,10 +127,13 @@ def _rollout_loss(em, tt: Tensors, t0, e, g, L: int):
     for j in range(L):
         t = t0 + j
         out = em.raw(s, torch.cat([tt.FCT[t, g], tt.P[e]], -1), tt.Pphys[e])
-        s, diag = em.physical(s, out, th)
+        s_prev = s
+        s, diag = em.physical(s, out, th, tt.precip[t, g])
         es = (s - tt.S[t + 1, e, g]) / (k["tend_std"] * math.sqrt(j + 1))
         ed = (diag - tt.D[t, e, g]) / k["diag_std"]
         loss = loss + torch.mean(es**2) + torch.mean(ed**2)
+        if water > 0:
+            loss = loss + water * _water_term(em, tt, s_prev, s, diag, t, g, scale)
     return loss / L
 
 
@@ -160,6 +189,7 @@ def fit(
     rollout_steps: int = 8,
     rollout_batch: int = 128,
     rollout_weight: float = 1.0,
+    water_weight: float = 0.0,
     input_noise: float = 0.0,
     lr: float = 2e-3,
     weight_decay: float = 1e-4,
@@ -178,7 +208,9 @@ def fit(
     AdamW with a linear warm-up and cosine decay of the learning rate over all steps; each
     step uses ``batch_size`` one-step samples and ``rollout_batch`` rollouts of
     ``rollout_steps`` steps (0 turns the rollout loss off); ``input_noise`` perturbs the
-    one-step start states by that many tendency standard deviations. Validation after every epoch on
+    one-step start states by that many tendency standard deviations; ``water_weight``
+    weighs the column water-balance term (module docstring; needs the Evap, Qs and Qsb
+    diagnostics). Validation after every epoch on
     held-out members (at training sites) and on held-out sites (all members), each a fixed
     seeded sample of ``val_size`` one-step rows and ``val_size // 8`` rollouts. Early stopping
     after ``patience`` epochs without improvement of the mean validation loss; the best
@@ -198,6 +230,7 @@ def fit(
         vals["members"] = ensemble_tensors(em, data, vm, ts, device)
     if vs:
         vals["sites"] = ensemble_tensors(em, data, None, vs, device)
+    scale = water_scale(em, train) if water_weight > 0 else 1.0
     T = train.shape[0]
     if T < L + 2:
         raise ValueError(f"the ensemble has {T} dates; rollout_steps={L} needs at least {L + 2}")
@@ -241,10 +274,10 @@ def fit(
             for group in opt.param_groups:
                 group["lr"] = lr * max(f, 1e-3)
             t, e, g = _draw(gen, train, batch_size, 0, device)
-            loss = _one_step_loss(em, train, t, e, g, input_noise, gen)
+            loss = _one_step_loss(em, train, t, e, g, input_noise, gen, water_weight, scale)
             if L > 0 and rollout_weight > 0:
                 t, e, g = _draw(gen, train, rollout_batch, L, device)
-                loss = loss + rollout_weight * _rollout_loss(em, train, t, e, g, L)
+                loss = loss + rollout_weight * _rollout_loss(em, train, t, e, g, L, water_weight, scale)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(em.net.parameters(), 1.0)
@@ -297,7 +330,7 @@ def fit(
         "epochs_run": len(history), "stopped": stopped, "best_val_loss": best,
         "val_members": [int(i) for i in vm], "val_sites": [str(data.sites[i]) for i in vs],
         "train_sites": [str(data.sites[i]) for i in ts], "seconds": time.time() - t_start,
-        "rollout_steps": L, "batch_size": batch_size, "lr": lr,
+        "rollout_steps": L, "batch_size": batch_size, "lr": lr, "water_weight": float(water_weight),
     }
     return hist
 

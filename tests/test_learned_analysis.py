@@ -237,3 +237,31 @@ def test_bad_shapes_and_grids(oi, unet, test_cases, dist):
         OptimalInterpolation(dist, (N, N), 1.0, -1.0, 1.0)
     with pytest.raises(ValueError, match="correlation must be one of"):
         OptimalInterpolation(dist, (N, N), 1.0, 1.0, 1.0, kind="cubic")
+
+
+# ----------------------------------------------------------------------------- CLI
+def test_cli_make_data_train_apply(tmp_path, capsys):
+    from ailand import cli
+
+    tr, te, model = tmp_path / "tr.nc", tmp_path / "te.nc", tmp_path / "m.pt"
+    assert cli.main(["analyse", "make-data", "--n", "32", "--grid", "16", "--members", "8", "--out", str(tr),
+                     "--no-progress"]) == 0
+    ds = xr.open_dataset(tr)
+    assert ds["analysis_oi"].attrs["units"] == "m" and "Hollingsworth" in ds["analysis_oi"].attrs["length_scale_from"]
+    assert {"truth", "background", "obs", "mask", "analysis_letkf"} <= set(ds.data_vars)
+    ds.close()
+    assert cli.main(["analyse", "make-data", "--n", "8", "--grid", "16", "--density", "0.1", "--seed", "1",
+                     "--fit-from", str(tr), "--no-letkf", "--out", str(te), "--no-progress"]) == 0
+    assert cli.main(["analyse", "train", "--data", str(tr), "--target", "oi", "--epochs", "1", "--width", "4",
+                     "--out", str(model), "--no-progress"]) == 0
+    assert load_model(model).meta["target"] == "oi"
+    capsys.readouterr()
+    assert cli.main(["analyse", "apply", "--model", str(model), "--data", str(te)]) == 0
+    out = capsys.readouterr().out
+    assert "RMSE vs truth [m]" in out and "analysis_oi" in out and "unet" in out
+    # clear errors
+    assert cli.main(["analyse", "make-data", "--n", "4", "--density", "2", "--out", str(tmp_path / "x.nc"),
+                     "--no-progress"]) == 2
+    assert "density must be in [0, 1]" in capsys.readouterr().err
+    assert cli.main(["analyse", "apply", "--model", str(model), "--data", str(tmp_path / "missing.nc")]) == 2
+    assert "no such file" in capsys.readouterr().err

@@ -199,9 +199,9 @@ def train_shallow_water_1d(s0, s1, dt: float, dx: float, lam: float = 0.0, epoch
                 f"train 1-D shallow-water net (lambda={lam:g})")
 
 
-def save_model(model, path) -> None:
-    """Weights, class name and config in one torch file."""
-    torch.save({"kind": type(model).__name__, "config": model.config, "state": model.state_dict(),
+def save_model(model, path, meta: dict | None = None) -> None:
+    """Weights, class name, config and ``meta`` (e.g. the training target) in one torch file."""
+    torch.save({"kind": type(model).__name__, "config": model.config, "state": model.state_dict(), "meta": meta or {},
                 "history": getattr(model, "history", []), "saved": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
                path)
 
@@ -214,4 +214,5 @@ def load_model(path):
     model = _kinds()[blob["kind"]](**blob["config"])
     model.load_state_dict(blob["state"])
     model.history = blob.get("history", [])
+    model.meta = blob.get("meta", {})
     return model.eval()

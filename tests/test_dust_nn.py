@@ -76,7 +76,9 @@ def test_zero_aware_model_is_exactly_zero_where_physics_forbids_and_the_seed_net
     tab = data.test  # held-out year
     X = table_arrays(tab, NAMES, target=False)
     forb = physics_forbids(tab)
-    za = predict(fits["zero_aware"].model, X)
+    za_model = fits["zero_aware"].model
+    assert za_model.names == NAMES + ["dust_source"]  # the static source map is its 16th column, as for the mask
+    za = predict(za_model, table_arrays(tab, za_model.names, target=False))
     seed = predict(fits["seed_v2"].model, X)
     assert np.all(za[forb] == 0.0)  # exactly zero: snow, wet soil, full vegetation, wind below threshold
     assert (seed[forb] > 0).mean() > 0.2  # the seed's problem: "the NN doesn't know about null emissions"

@@ -3,8 +3,9 @@
 For each year and each window (default: four 10-day windows starting 1 January, 1 April,
 1 July and 1 October: winter snow, spring, the summer haboob season, autumn), the driver
 
-1. makes the world (:func:`ailand.dust.make_world`, seed from ``seed``, year and window) and
-   runs the toy ecLand on it (``swvl1, snowc, sd, albedo``);
+1. makes the world (:func:`ailand.dust.make_world`: one set of static fields from ``seed`` for
+   every window, the weather seeded by ``seed``, year and window) and runs the toy ecLand on
+   it (``swvl1, snowc, sd, albedo``);
 2. runs the emission inversion of :mod:`calibration.dust_inversion` on it
    (:class:`~calibration.dust_inversion.DustTwin`: hidden truth, synthetic satellite AOD,
    the LETKF smoother with 21 members) and takes the **emission analysis** at every step:
@@ -26,7 +27,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from ailand.dust import make_world, run_land
+from ailand.dust import make_statics, make_world, run_land
 from ailand.dust.nn import build_table, concat_tables, split_by_year
 from calibration.dust_inversion import DustTwin, InversionConfig, SatelliteConfig
 from calibration.dust_inversion.product import hourly_factors
@@ -88,13 +89,26 @@ class DustNNData:
         return self.config.years[-1]
 
 
+_STATICS: dict = {}
+
+
+def _statics(cfg: DataConfig):
+    """The static fields of every window: one map of soils, vegetation and sources (``seed``)."""
+    key = (str(sorted(cfg.region.items())), int(cfg.seed))
+    if key not in _STATICS:
+        _STATICS.clear()
+        _STATICS[key] = make_statics(seed=int(cfg.seed), **cfg.region)
+    return _STATICS[key]
+
+
 def _window(cfg: DataConfig, y: int, k: int):
-    """World, land run, twin and the hourly emission analysis of window ``k`` of year ``y``."""
+    """World, land run, twin and the hourly emission analysis of window ``k`` of year ``y``
+    (the same static fields for every window; the weather seeded by ``seed``, year and window)."""
     mmdd, days = cfg.windows[k]
     start = pd.Timestamp(f"{y}-{mmdd}")
     end = start + pd.Timedelta(days=days - 1)
     wseed = int(cfg.seed) * 100000 + int(y) * 10 + k
-    world = make_world(f"{start:%Y-%m-%d}", f"{end:%Y-%m-%d}", seed=wseed, **cfg.region)
+    world = make_world(f"{start:%Y-%m-%d}", f"{end:%Y-%m-%d}", seed=wseed, statics=_statics(cfg))
     land = run_land(world, outputs=("swvl1", "snowc", "sd", "albedo"))
     twin = DustTwin(world=world, land=land, seed=wseed, satellite=SatelliteConfig(superob=1))
     res = twin.invert(InversionConfig(members=cfg.members, seed=wseed), progress=False)

@@ -96,13 +96,13 @@ def train_all(out, data_config: DataConfig | None = None, train_config: TrainCon
     if want("seed_v2", "seed_v2_mask"):
         fits["seed_v2"] = fit_seed_network(data.train, data.val, "log", tcfg, base, ck / "seed_v2.pt", resume, p)
     if want("zero_aware", "zero_aware_mass"):
-        fits["zero_aware"] = fit_zero_aware(data.train, data.val, tcfg, base, checkpoint=ck / "zero_aware.pt",
-                                            resume=resume, progress=p)
+        fits["zero_aware"] = fit_zero_aware(data.train, data.val, tcfg, base + ["dust_source"],
+                                            checkpoint=ck / "zero_aware.pt", resume=resume, progress=p)
     if want("seed_v2_ucubed") and "u_excess_cubed" in data.train:
         fits["seed_v2_ucubed"] = fit_seed_network(data.train, data.val, "log", tcfg, ucubed, ck / "seed_v2_ucubed.pt",
                                                   resume, p)
     if want("zero_aware_ucubed") and "u_excess_cubed" in data.train:
-        fits["zero_aware_ucubed"] = fit_zero_aware(data.train, data.val, tcfg, ucubed,
+        fits["zero_aware_ucubed"] = fit_zero_aware(data.train, data.val, tcfg, ucubed + ["dust_source"],
                                                    checkpoint=ck / "zero_aware_ucubed.pt", resume=resume, progress=p)
     for k, f in fits.items():
         if k in models:
@@ -155,8 +155,8 @@ def train_tuned(run, epochs: int = 12, seed: int = 0, progress=False) -> dict:
     r = load_run(run)
     tabs = r["tables"]
     cfg = best_search_config(run, epochs, seed)
-    fit = fit_zero_aware(tabs["train"], tabs["val"], cfg, list(PREDICTORS), checkpoint=run / "checkpoints" / "zero_aware_tuned.pt",
-                         progress=progress)
+    fit = fit_zero_aware(tabs["train"], tabs["val"], cfg, [*PREDICTORS, "dust_source"],
+                         checkpoint=run / "checkpoints" / "zero_aware_tuned.pt", progress=progress)
     model = mass_corrected(fit.model, tabs["val"])
     save_model(model, run / "models" / f"{CHOSEN}.pt", info={"train_s": fit.wall_s, "config": asdict(cfg)})
     mods = {CHOSEN: model}

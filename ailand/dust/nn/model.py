@@ -22,7 +22,9 @@ Models
 * :class:`SourceMasked` - any model times the seed's mask 1[S > 0] (dust source function):
   takes one more column, ``dust_source`` [-], last.
 * :class:`HurdleEmissionNet` - **our zero-aware model**: a *physical gate* (exactly 0 where the
-  dust scheme's physics forbids emission, from the predictors alone, see :class:`PhysicalGate`)
+  dust scheme's physics forbids emission, from the predictors alone, see :class:`PhysicalGate`;
+  with the dust source function S as a 16th column - the static map the seed's mask uses - also
+  where S = 0)
   x a *classifier* ("emits at all", logit >= ``logit_threshold``) x a *regressor* of how much
   (log target, trained on emitting rows only). The classifier threshold is chosen on the
   validation set (minimum log-space RMSE, :func:`ailand.dust.nn.train.fit_zero_aware`).
@@ -166,6 +168,7 @@ GATE_RULES = (
     ("snow_depth >= SNOW_COVER_SWE", "full snow cover (snowc = min(1, sd / 15 kg m-2) = 1)", None),
     ("(1 - bare_soil_fraction) min(1, lai / LAI_FULL) >= VEG_MAX", "full vegetation", "VEG_MAX"),
     ("roughness_length >= Z0A_MAX", "surface too rough", "Z0A_MAX"),
+    ("dust_source <= 0 (when the model has the column)", "not a source (f_erod is proportional to S)", None),
 )
 
 
@@ -175,10 +178,11 @@ class PhysicalGate(nn.Module):
     Forbidden (each exactly as in :func:`ailand.dust.dust_emission`): soil friction velocity
     at or below the threshold; top-layer soil water >= SM_MAX; snow water equivalent >= 15 kg
     m-2 (= 0.015 m, full snow cover); vegetation cover cveg min(1, LAI / LAI_FULL) >= VEG_MAX
-    (cveg = 1 - bare_soil_fraction); aeolian roughness >= Z0A_MAX. Thresholds are the dust
-    parameter table's defaults (or ``params``). The gate needs the predictors
-    ``friction_velocity, threshold_velocity, soil_moisture, snow_depth, bare_soil_fraction,
-    lai, roughness_length``.
+    (cveg = 1 - bare_soil_fraction); aeolian roughness >= Z0A_MAX; and, when the model has a
+    ``dust_source`` column, S = 0 (the scheme's erodible fraction is proportional to S).
+    Thresholds are the dust parameter table's defaults (or ``params``). The gate needs the
+    predictors ``friction_velocity, threshold_velocity, soil_moisture, snow_depth,
+    bare_soil_fraction, lai, roughness_length``.
     """
 
     NEEDS = ("friction_velocity", "threshold_velocity", "soil_moisture", "snow_depth", "bare_soil_fraction", "lai",
@@ -195,6 +199,7 @@ class PhysicalGate(nn.Module):
         p = dict(dust_parameter_space().defaults)
         p.update(params or {})
         self.idx = {n: list(names).index(n) for n in self.NEEDS}
+        self.source_idx = list(names).index("dust_source") if "dust_source" in names else None
         self.thresholds = {"SM_MAX": float(p["SM_MAX"]), "VEG_MAX": float(p["VEG_MAX"]), "LAI_FULL": float(p["LAI_FULL"]),
                            "Z0A_MAX": float(p["Z0A_MAX"]), "SNOW_FULL_M": float(c.SNOW_COVER_SWE) / 1000.0}
 
@@ -202,9 +207,12 @@ class PhysicalGate(nn.Module):
         col = lambda n: x[:, self.idx[n]]  # noqa: E731
         t = self.thresholds
         f_veg = (1.0 - col("bare_soil_fraction")) * torch.clamp(col("lai") / t["LAI_FULL"], max=1.0)
-        return ((col("friction_velocity") > col("threshold_velocity")) & (col("soil_moisture") < t["SM_MAX"])
-                & (col("snow_depth") < t["SNOW_FULL_M"]) & (f_veg < t["VEG_MAX"])
-                & (col("roughness_length") < t["Z0A_MAX"]))
+        on = ((col("friction_velocity") > col("threshold_velocity")) & (col("soil_moisture") < t["SM_MAX"])
+              & (col("snow_depth") < t["SNOW_FULL_M"]) & (f_veg < t["VEG_MAX"])
+              & (col("roughness_length") < t["Z0A_MAX"]))
+        if self.source_idx is not None:
+            on = on & (x[:, self.source_idx] > 0)
+        return on
 
 
 class HurdleEmissionNet(nn.Module):

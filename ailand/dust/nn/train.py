@@ -218,7 +218,8 @@ def predict(model: torch.nn.Module, X: np.ndarray, batch: int = 65536) -> np.nda
 def fit_zero_aware(train: xr.Dataset, val: xr.Dataset, config: TrainConfig | None = None,
                    names: Sequence[str] | None = None, gate: bool = True, taus=None, mass_correction: bool = False,
                    checkpoint=None, resume: bool = False, progress=False) -> FitResult:
-    """The zero-aware hurdle model (:class:`HurdleEmissionNet`).
+    """The zero-aware hurdle model (:class:`HurdleEmissionNet`) on ``names`` (default the 15
+    predictors and ``dust_source`` last: the gate then also closes where S = 0).
 
     1. classifier of "emits at all" (target > 0), binary cross-entropy on the rows the gate
        lets through (the others are 0 by physics);
@@ -231,7 +232,7 @@ def fit_zero_aware(train: xr.Dataset, val: xr.Dataset, config: TrainConfig | Non
     Checkpoints go to ``checkpoint`` with ``.clf`` / ``.reg`` suffixes.
     """
     cfg = config or TrainConfig()
-    names = list(names or PREDICTORS)
+    names = list(names or [*PREDICTORS, "dust_source"])
     X, y, Xv, yv = _prepare(train, val, names, cfg)
     t0 = time.perf_counter()
     gen_state = torch.random.get_rng_state()

@@ -265,3 +265,33 @@ def test_cli_make_data_train_apply(tmp_path, capsys):
     assert "density must be in [0, 1]" in capsys.readouterr().err
     assert cli.main(["analyse", "apply", "--model", str(model), "--data", str(tmp_path / "missing.nc")]) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- land case
+def test_land_t2m_case_stations_and_classical_analyses():
+    from calibration.learned_analysis.classical import latlon_grid_distance
+    from calibration.learned_analysis.land import land_analysis_cases, land_case
+
+    case = land_case("2020-05-01", "2020-05-08", resolution=3.0, n_members=6, seed=0)
+    assert case["T2m_truth"].attrs["units"] == "K" and case["swvl1_truth"].attrs["units"] == "m3 m-3"
+    land = case["lsm"].values >= 0.5
+    assert np.isfinite(case["swvl1_truth"].values[:, land]).all() and np.isnan(case["swvl1_truth"].values[:, ~land]).all()
+    # a forecast background with an error of the order of the forcing perturbation (1.5 K), and an ensemble
+    # spread of the same order (the ensemble is built so that spread ~ background error)
+    err = rmse(case["T2m_background"].values[:, land], case["T2m_truth"].values[:, land])
+    spread = float(np.sqrt(case["T2m_members"].var("member", ddof=1).values[:, land].mean()))
+    assert 0.7 < err < 3.0 and 0.5 < spread / err < 1.5
+    cs = land_analysis_cases(case, layouts_per_day=1, density=0.3, obs_sigma=0.5, seed=0)
+    m = cs.mask.values
+    assert not m[:, ~land].any()  # stations only on land cells ...
+    assert not np.array_equal(m[0], m[1])  # ... and a new set each day
+    grid = LatLonGrid(case["lat"].values, case["lon"].values)
+    dist = latlon_grid_distance(grid)
+    oi = OptimalInterpolation.fit(cs.background.values, cs.obs.values, m, dist)
+    assert 100 < oi.length < 3000  # km
+    xb, y, t = cs.background.values, cs.obs.values, cs.truth.values
+    lk = LETKFAnalysis(dist, grid.shape, oi.sigma_o, loc_rad=oi.length)
+    a_lk, _ = lk.analyse(xb, y, m, ensemble=cs.members.values)
+    r_b = rmse(xb[:, land], t[:, land])
+    assert rmse(oi.analyse(xb, y, m)[:, land], t[:, land]) < 0.8 * r_b
+    assert rmse(a_lk[:, land], t[:, land]) < 0.8 * r_b

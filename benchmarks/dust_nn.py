@@ -100,13 +100,13 @@ def main(argv=None) -> int:
     # feature importance with the project's sensitivity package
     import sensitivity
 
-    X, _ = table_arrays(tabs["train"], mods["seed_v2"].names)
-    lo, hi = X.min(0), X.max(0)
-    space = ParameterSpace.from_dict({n: (float(a), float(b) if b > a else float(a) + 1e-9)
-                                      for n, a, b in zip(mods["seed_v2"].names, lo, hi)})
     imp = {}
     for k in ("seed_v2", CHOSEN):
         m = mods[k]
+        X, _ = table_arrays(tabs["train"], m.names)
+        lo, hi = X.min(0), X.max(0)
+        space = ParameterSpace.from_dict({n: (float(a), float(b) if b > a else float(a) + 1e-9)
+                                          for n, a, b in zip(m.names, lo, hi)})
         scale = getattr(m, "base", m).target.scale
         f = lambda x, m=m, scale=scale: log_space(predict(m, np.asarray(x, dtype=float)), scale)  # noqa: E731
         t0 = time.perf_counter()

@@ -12,7 +12,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-import xarray as xr
 
 from ailand.dust.nn import (PREDICTOR_GROUPS, PREDICTORS, OnnxEmission, PhysicalGate, SourceMasked, TrainConfig,
                             check_table, fit_seed_network, fit_zero_aware, physics_forbids, predict, split_by_year,

@@ -28,14 +28,15 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from ailand.dust.nn import (EXTRA_PREDICTORS, PREDICTORS, OnnxEmission, SourceMasked, TrainConfig, fit_seed_network,
+from ailand.dust.nn import (PREDICTORS, OnnxEmission, SourceMasked, TrainConfig, fit_seed_network,
                             fit_zero_aware, load_model, predict, save_model, table_arrays, to_onnx)
 from calibration.progress import as_progress
 
 from .data import DataConfig, make_data, test_year_runs
 from .evaluate import (coupled_runs, emission_maps, permutation_importance, site_series, skill_table, zero_table)
 
-__all__ = ["MODEL_NAMES", "CHOSEN", "FALLBACK", "chosen", "best_search_config", "train_tuned", "train_all", "evaluate_all", "export_onnx", "load_run", "mass_corrected"]
+__all__ = ["MODEL_NAMES", "CHOSEN", "FALLBACK", "chosen", "best_search_config", "train_tuned", "train_all",
+           "evaluate_all", "export_onnx", "load_run", "mass_corrected", "report"]
 
 MODEL_NAMES = ("seed_v1", "seed_v2", "seed_v2_mask", "zero_aware", "zero_aware_mass", "seed_v2_ucubed",
                "zero_aware_ucubed")

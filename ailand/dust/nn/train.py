@@ -4,7 +4,8 @@ Seed recipe (:class:`TrainConfig` defaults): FF [256, 256, 256], GeLU, dropout 0
 normalised inputs and target, loss "r2" = sum (y - yhat)^2 / sum (y - mean y)^2 over the
 batch (1 - R^2; the denominator floored at 1e-2 x batch size x the variance of the training
 target: most batches of a zero-inflated target have almost no variance, and the plain ratio
-then explodes - measured: train loss jumping between 1.3 and 2.8 on the linear target), AdamW with learning rate 1e-4 (weight decay 0.01, torch's default), batch 256,
+then explodes - measured: train loss jumping between 1.3 and 2.8 on the linear target), AdamW
+with learning rate 1e-4 (weight decay 0.01, torch's default), batch 256,
 early stopping on the validation loss (the best epoch's weights are kept).
 
 Reproducibility: the weights are drawn from ``torch.Generator(seed)``, each epoch's shuffle

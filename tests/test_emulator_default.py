@@ -20,7 +20,7 @@ def default_emulator():
 
 def test_default_emulator_loads_with_its_training_record(default_emulator):
     em = default_emulator
-    assert em.dt == 21600.0 and len(em.input_names) == 56 and len(em.output_names) == 31
+    assert em.dt == 21600.0 and len(em.input_names) == 56 and len(em.output_names) == 34
     tr = em.meta["training"]
     assert tr["val_sites"] == ["BE-Lon", "US-Kon"]
     assert "BE-Lon" not in tr["train_sites"] and "US-Kon" not in tr["train_sites"]

@@ -1,8 +1,8 @@
 """Learned analyses trained on classical ones (issue 19): the shallow-water exercise 1 and,
 with ``--land``, 2 m temperature of the gridded world.
 
-    .venv/bin/python examples/learned_analysis.py            # ~3-4 min on 2 cores (smaller than the benchmark)
-    .venv/bin/python examples/learned_analysis.py --land     # + the land T2m case (~3 min more)
+    .venv/bin/python examples/learned_analysis.py            # ~5 min on the shared 2 cores (smaller than the benchmark)
+    .venv/bin/python examples/learned_analysis.py --land     # + the land T2m case (~2 min more; measured 6.5 min in all)
 
 1. Cases: shallow-water depth fields (truth), a background with correlated errors, stations at
    random cells (2-20 % of them in training; held out at 5 %).

@@ -36,13 +36,14 @@ from .features import (
 )
 from .budget import FLUX_NAMES, close_water
 from .evaluate import evaluate as _evaluate
+from .head import DiagnosticHead
 from .network import MLP
 from .train import fit as _fit
 
 # Arrows run one way: features, network -> train, evaluate (functions of an Emulator, which
 # they never import) -> model (Emulator, whose fit / evaluate delegate to them).
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: may carry a fine-tuning head ("diag_head"); files without one are still written as 1
 # diagnostics that cannot be negative, those bounded by [0, 1] and those in percent [0, 100]
 NONNEGATIVE_DIAGNOSTICS = ("Qs", "Qsb", "Qsm", "q2m")
 FRACTION_DIAGNOSTICS = ("snowc", "albedo")
@@ -105,6 +106,8 @@ class Emulator(ColumnModel):
         self.output_names = (*STATE_NAMES, *self.diagnostics)
         self.n_features = len(self.input_names) + N_SOIL_FEATURES
         self.net = MLP(self.n_features, len(self.output_names), **self.config).to(self.device, self.dtype)
+        # fine-tuning to observations (ailand.emulator.finetune): a residual head on named diagnostics
+        self.diag_head: DiagnosticHead | None = None
         self._constants()
 
     # ----------------------------------------------------------------- set-up
@@ -178,6 +181,8 @@ class Emulator(ColumnModel):
         self.device = torch.device(device) if device is not None else self.device
         self.dtype = dtype or self.dtype
         self.net.to(self.device, self.dtype)
+        if self.diag_head is not None:
+            self.diag_head.to(self.device, self.dtype)
         self._constants()
         return self
 
@@ -232,7 +237,10 @@ class Emulator(ColumnModel):
         sf = self.soil_features(state, params)
         shape = sn.shape[:-1]
         x = torch.cat([sn, sf.expand(*shape, sf.shape[-1]), drivers_n.expand(*shape, drivers_n.shape[-1])], dim=-1)
-        return self.net(x)
+        if self.diag_head is None:
+            return self.net(x)
+        h = self.net.hidden(x)  # fine-tuned: the head corrects named diagnostic columns only (see head.py)
+        return self.net.head(h) + self.diag_head(x, h)
 
     def physical(self, state: torch.Tensor, out_n: torch.Tensor, theta_sat: torch.Tensor, precip: torch.Tensor | None = None):
         """Normalised network output -> (next state ``(..., 15)``, diagnostics ``(..., n_diag)``)
@@ -556,7 +564,7 @@ class Emulator(ColumnModel):
 
     def _header(self) -> dict:
         return {
-            "format_version": FORMAT_VERSION,
+            "format_version": FORMAT_VERSION if self.diag_head is not None else 1,
             "class": "ailand.Emulator",
             "dt": self.dt,
             "config": self.config,
@@ -575,7 +583,10 @@ class Emulator(ColumnModel):
         path.parent.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().cpu() for k, v in self.net.state_dict().items()}
         tmp = path.with_name(path.name + ".tmp")
-        torch.save({"header": json.dumps(self._header()), "weights": state}, tmp)
+        blob = {"header": json.dumps(self._header()), "weights": state}
+        if self.diag_head is not None:
+            blob["diag_head"] = self.diag_head.to_blob()
+        torch.save(blob, tmp)
         tmp.replace(path)
         return path
 
@@ -605,6 +616,8 @@ class Emulator(ColumnModel):
             spinup_years=h["spinup_years"], meta=h["meta"], **h["config"],
         )
         em.net.load_state_dict(blob["weights"])
+        if "diag_head" in blob:
+            em.diag_head = DiagnosticHead.from_blob(blob["diag_head"])
         return em.to(device)
 
     # ----------------------------------------------------- Jacobians and ONNX

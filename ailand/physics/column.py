@@ -31,7 +31,8 @@ from . import constants as c
 from .snow import albedo_update, fresh_snow_density, liquid_water_capacity, snow_conductivity, snow_cover_fraction
 from .soil import frozen_fraction, heat_capacity, heat_step, layer_thickness, thermal_conductivity, water_step
 from .surface import (
-    aerodynamic_resistance, canopy_resistance, qsat, root_fractions, roughness, screen_level, stability_factor, water_stress,
+    aerodynamic_resistance, canopy_resistance, qsat, root_fractions, roughness, screen_level, soil_surface_resistance,
+    stability_factor, water_stress,
 )
 
 STATE_VARIABLES = ("swvl", "stl", "skt", "sd", "wsn", "rsn", "asn", "tsn", "wl")
@@ -63,10 +64,20 @@ DIAGNOSTICS = {
 SCREEN_DIAGNOSTICS = ("T2m", "q2m", "RH2m")
 
 
-def derived_static(static: dict, params: dict) -> dict:
-    """Static quantities computed once per run: root fractions, soil albedo, matric potential."""
+SOIL_EVAPORATION = ("beta", "resistance")  # ToyEcLand(soil_evaporation=...); "beta" is the default
+
+
+def derived_static(static: dict, params: dict, soil_evaporation: str = "beta") -> dict:
+    """Static quantities computed once per run: root fractions, soil albedo, matric potential.
+
+    ``soil_evaporation="resistance"`` adds the key ``soil_resistance`` (a flag tensor), which
+    switches :func:`step` to :func:`~ailand.physics.surface.soil_surface_resistance` for bare
+    soil; the default ``"beta"`` adds nothing, so the default step is unchanged.
+    """
+    if soil_evaporation not in SOIL_EVAPORATION:
+        raise ValueError(f"soil_evaporation must be one of {SOIL_EVAPORATION}, got {soil_evaporation!r}")
     sand = static["sand"]
-    return {
+    out = {
         "cveg": static["cveg"],
         "cvh": static.get("cvh", torch.zeros_like(static["cveg"])),
         "sand": sand,
@@ -74,6 +85,9 @@ def derived_static(static: dict, params: dict) -> dict:
         "psi_sat": 0.01 * 10.0 ** (1.88 - 1.3 * sand),  # |psi_sat| [m] (Cosby-like)
         "roots": root_fractions(params["ROOT_BETA"]),
     }
+    if soil_evaporation == "resistance":
+        out["soil_resistance"] = torch.ones_like(sand)
+    return out
 
 
 def _cap(flux, available):
@@ -133,7 +147,10 @@ def step(state: dict, f: dict, p: dict, s: dict, dt: float, screen: bool = True)
     w_sn = f_sn / ra
     w_wet = f_wet / ra
     w_veg = f_veg / (ra + rs)
-    w_bare = f_bare * beta_soil / ra
+    if "soil_resistance" in s:  # the soil_evaporation="resistance" option (Sellers 1992), not the default
+        w_bare = f_bare / (ra + soil_surface_resistance(theta[..., 0], p["THETA_SAT"]))
+    else:  # ecLand's default: a beta factor on the potential rate
+        w_bare = f_bare * beta_soil / ra
     lw_coef = rho_air * (c.LS * w_sn + c.LV * (w_wet + w_veg + w_bare))  # W m-2 per kg kg-1
 
     # ---- 2. skin + snow temperatures from the linearised energy balance -----------

@@ -115,6 +115,12 @@ class ToyEcLand(ColumnModel):
         cache), which makes a one-year gradient at 10 sites ~10x faster than eager (14 s
         against 130-180 s; ``benchmarks/emulator.py --only gradient``). A double backward
         always recomputes eagerly.
+    soil_evaporation : ``"beta"`` (default) or ``"resistance"``. How bare soil evaporates:
+        ecLand's beta factor on the potential rate (layer-1 water stress between wilting point
+        and field capacity), or a soil surface resistance in series with the aerodynamic one,
+        r_soil = exp(8.206 - 4.255 theta1/THETA_SAT) (Sellers et al. 1992; see
+        :func:`ailand.physics.surface.soil_surface_resistance`). The second is a structurally
+        different physics for twin experiments of model error; the default is unchanged.
     checkpoint : ``"auto"`` (default), True, False or a chunk length in steps. Gradient
         checkpointing of the time loop for runs that need gradients: the run goes through
         once without recording (storing only the state at the start of each chunk of
@@ -138,7 +144,11 @@ class ToyEcLand(ColumnModel):
         spinup_years: int = 0,
         compile: bool | str = "auto",
         checkpoint: bool | int | str = "auto",
+        soil_evaporation: str = "beta",
     ):
+        if soil_evaporation not in column.SOIL_EVAPORATION:
+            raise ValueError(f"soil_evaporation must be one of {column.SOIL_EVAPORATION}, got {soil_evaporation!r}")
+        self.soil_evaporation = soil_evaporation
         self.dt = float(dt)
         self.dtype = dtype
         self.device = torch.device(device)
@@ -170,7 +180,8 @@ class ToyEcLand(ColumnModel):
         return self._compiled
 
     def __repr__(self):
-        return f"ToyEcLand(dt={self.dt:g} s, dtype={self.dtype}, {len(self.space)} parameters)"
+        variant = "" if self.soil_evaporation == "beta" else f", soil_evaporation={self.soil_evaporation!r}"
+        return f"ToyEcLand(dt={self.dt:g} s, dtype={self.dtype}, {len(self.space)} parameters{variant})"
 
     # ================================================================ torch API
     def initial_state(self, forcing: Mapping[str, torch.Tensor], params: Mapping[str, torch.Tensor]) -> dict:
@@ -210,7 +221,7 @@ class ToyEcLand(ColumnModel):
         Returns ``(out, final_state)``: ``out[name]`` is ``(T_out, *B)``.
         """
         params = dict(params)
-        s = column.derived_static(static, params)
+        s = column.derived_static(static, params, self.soil_evaporation)
         state = dict(state0) if state0 is not None else self.initial_state(forcing, params)
         missing = [k for k in column.STATE_VARIABLES if k not in state]
         if missing:

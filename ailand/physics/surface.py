@@ -169,6 +169,25 @@ def water_stress(theta, theta_pwp, theta_cap) -> torch.Tensor:
     return ((theta - theta_pwp[..., None]) / (theta_cap - theta_pwp)[..., None]).clamp(0.0, 1.0)
 
 
+SELLERS_A, SELLERS_B = 8.206, 4.255  # Sellers et al. (1992) fit of the soil surface resistance
+
+
+def soil_surface_resistance(theta1, theta_sat) -> torch.Tensor:
+    """Soil surface resistance to evaporation r_soil [s m-1] of the top layer, ``(...)``: the
+    ``soil_evaporation="resistance"`` option of :class:`ailand.ToyEcLand` (not the default).
+
+    Sellers et al. (1992, SiB2/FIFE):  r_soil = exp(A - B theta1 / THETA_SAT), A = 8.206,
+    B = 4.255 (``theta1`` [m3 m-3] the 0-7 cm soil water, ``theta_sat`` porosity). Bare soil
+    then evaporates E = rho (q_sat(T_s) - q_a) / (r_a + r_soil) instead of ecLand's default
+    E = rho beta (q_sat(T_s) - q_a) / r_a with beta = :func:`water_stress` of layer 1: a drying
+    surface crust resists diffusion even at field capacity (r_soil ~ 200 s m-1 at
+    theta1 / THETA_SAT = 0.68, ~3700 s m-1 when dry), so bare soil evaporates less and the
+    energy goes to sensible heat. A structurally different process formulation, kept for
+    twin experiments of model error (issue 18: "observations" from a different physics).
+    """
+    return torch.exp(SELLERS_A - SELLERS_B * (theta1 / theta_sat).clamp(0.0, 1.0))
+
+
 def canopy_resistance(rsmin, lai, swdown, vpd_hpa, stress_root) -> torch.Tensor:
     """Jarvis-type canopy resistance r_s [s m-1] (ecLand form).
 

@@ -29,6 +29,12 @@ with a ``units`` attribute per variable (W m-2 for Qle, Qh), labelled like every
 (``ToyEcLand.run(output_freq="1D")`` gives exactly this), the interval a whole number of
 emulator steps, every interval inside the forcing, every site in the forcing. Missing
 values (NaN) are skipped.
+
+What the head does not do: it corrects the named outputs only, so related diagnostics keep
+the original network's values (fine-tuning Qle leaves Evap, and the water the soil loses,
+as they were; Rn = H + LE + G holds only as far as the corrections of Qle and Qh cancel,
+which ``benchmarks/emulator_finetune.py`` measures). To learn a bias that should also
+change the states, the network itself would have to be retrained.
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@ Small twin: the toy ecLand with the Sellers (1992) soil surface resistance
 (``soil_evaporation="resistance"``) makes daily Qle/Qh "observations" for June-August
 2020 at four sites from a cold start; the shipped default emulator, started from the same
 cold start, is fine-tuned on June-July at three sites and checked on August (held-out
-period) and at the fourth site (held-out site). ~35 s on one thread of a shared 2-core machine.
+period) and at the fourth site (held-out site). 13 s alone, 35 s beside other jobs, on one
+thread of a shared 2-core machine.
 """
 
 from __future__ import annotations
@@ -87,11 +88,11 @@ def test_states_and_other_outputs_unchanged(twin):
 
 def test_moves_towards_observations_on_held_out_data(twin):
     """RMSE of daily Qle/Qh against the variant physics: the structural bias is learnt, and it
-    carries to the held-out month (at least 40 % off; measured 54 % Qle, 49 % Qh) and the held-out
-    site (at least 30 % off; measured 45 %, 52 %)."""
+    carries to the held-out month (at least 30 % off; measured 53 % Qle, 43 % Qh) and the held-out
+    site (at least 20 % off; measured 30 %, 43 %), with the default energy penalty."""
     obs, base, tuned = twin["obs"], twin["base"], twin["tuned"]
     for v in FLUXES:
-        for sites, days, factor in ((TRAIN, HELD_DAYS, 0.6), ([HELD_SITE], slice(None), 0.7)):
+        for sites, days, factor in ((TRAIN, HELD_DAYS, 0.7), ([HELD_SITE], slice(None), 0.8)):
             o = obs[v].sel(site=sites, time=days)
             before, after = rmse(base[v].sel(site=sites, time=days), o), rmse(tuned[v].sel(site=sites, time=days), o)
             assert after < factor * before, (v, sites, before, after)
@@ -99,6 +100,23 @@ def test_moves_towards_observations_on_held_out_data(twin):
     assert meta["variables"] == FLUXES and meta["sites"] == TRAIN and meta["seed"] == 0
     for v in FLUXES:
         assert meta["rmse_train_after"][v] < meta["rmse_train_before"][v]
+
+
+def test_energy_balance_kept(twin):
+    """Rn and Qg are not corrected, so Rn = H + LE + G holds only if the corrections of Qle and Qh
+    cancel: the default energy penalty keeps the daily residual on held-out data below a quarter of
+    what it is without the penalty and below 1.5 W m-2 RMSE (measured 0.66 against 5.9; the
+    original emulator's 0.25)."""
+    def resid(ds):
+        r = (ds["Rnet"] - ds["Qh"] - ds["Qle"] - ds["Qg"]).sel(time=HELD_DAYS)
+        return float(np.sqrt((r**2).mean()))
+
+    free = finetune(twin["em"], twin["obs"].sel(site=TRAIN, time=TRAIN_DAYS), twin["forcing"], FLUXES,
+                    state0=twin["state0"], epochs=300, seed=0, energy_weight=0.0)
+    loose = free.run(twin["forcing"], state0=twin["state0"], output_freq="1D", outputs=["Rnet", "Qh", "Qle", "Qg"])
+    kept, base = resid(twin["tuned"]), resid(twin["base"])
+    assert kept < 0.25 * resid(loose) and kept < 1.5, (base, kept, resid(loose))
+    assert twin["ft"].meta["finetune"]["head"]["energy_weight"] == 1.0
 
 
 def test_save_load_round_trip(twin, tmp_path):

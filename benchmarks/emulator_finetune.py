@@ -120,21 +120,26 @@ def main(argv=None):
         "held-out sites, 2021": (held, slice("2021-01-02", "2022-01-01")),
         "held-out sites, 2020-2021": (held, slice("2020-01-02", "2022-01-01")),
     }
-    fits = {f"{len(TRAIN_SITES)} sites": TRAIN_SITES, f"{len(TRAIN_SITES) + len(extra)} sites": TRAIN_SITES + extra}
+    n6, n10 = len(TRAIN_SITES), len(TRAIN_SITES) + len(extra)
+    fits = {  # label: (sites, finetune options); energy_weight=1 is finetune's default
+        f"{n6} sites": (TRAIN_SITES, {}),
+        f"{n10} sites": (TRAIN_SITES + extra, {}),
+        f"{n10} sites, energy_weight=0": (TRAIN_SITES + extra, {"energy_weight": 0.0}),
+    }
     result = {"train_sites": TRAIN_SITES, "extra_train_sites": extra, "held_out_sites": held, "fits": {}}
     tuned = {}
-    for label, fit_sites in fits.items():
+    for label, (fit_sites, kw) in fits.items():
         obs = ph_var[list(FLUXES)].sel(site=fit_sites, time=slice("2020-01-02", "2021-01-01"))
         t0 = time.perf_counter()
-        ft = finetune(em, obs, forcing, list(FLUXES), state0=ic, epochs=args.epochs, seed=args.seed, progress=prog)
+        ft = finetune(em, obs, forcing, list(FLUXES), state0=ic, epochs=args.epochs, seed=args.seed, progress=prog, **kw)
         t_ft = time.perf_counter() - t0
-        path = ROOT / f"runs/finetune/emulator_finetuned_{label.replace(' ', '_')}.pt"
+        path = ROOT / "runs/finetune" / f"emulator_finetuned_{label.replace(' ', '_').replace(',', '').replace('=', '')}.pt"
         ft.save(path)
         ft = Emulator.load(path)  # what is measured is what was saved
         tuned[label] = ft
         with prog.stage(f"fine-tuned emulator ({label})"):
             em_ft = ft.run(forcing, state0=ic, output_freq="1D", outputs=outs + ["Rnet", "Qg"])
-        fit = {"sites": fit_sites, "finetune_meta": ft.meta["finetune"], "finetune_seconds": round(t_ft, 1),
+        fit = {"sites": fit_sites, "options": kw, "finetune_meta": ft.meta["finetune"], "finetune_seconds": round(t_ft, 1),
                "saved_file_bytes": path.stat().st_size, "sets": {}}
         for name, (s, per) in sets.items():
             sel = lambda ds: ds.sel(site=s, time=per)  # noqa: E731
@@ -239,7 +244,7 @@ def report(r):
           f"(Sellers soil resistance); evaluation at the {len(r['train_sites'])} real fine-tuning sites and "
           f"{len(r['held_out_sites'])} held-out sites")
     for label, fit in r["fits"].items():
-        print(f"\n== fine-tuned on {label}: {', '.join(fit['sites'])} (head fitted in {fit['finetune_seconds']} s, "
+        print(f"\n== fine-tuned on {label}: {', '.join(fit['sites'])} {fit['options'] or ''} (head fitted in {fit['finetune_seconds']} s, "
               f"best epoch {fit['finetune_meta']['best_epoch']})")
         print(f"{'set':42s} {'var':4s} {'struct. bias RMSE/mean':>23s} {'emulator before':>17s} {'after':>15s} "
               f"{'learnt':>7s} {'mean':>6s}")

@@ -166,9 +166,9 @@ def finetune(
     energy_weight : when both Qle and Qh are fine-tuned, weight of a penalty on their
         corrections' sum at every step, mean(((dQle + dQh) / s)^2) with s the mean of their
         training stds: Rn = H + LE + G holds for the original outputs and Rn, G are not
-        corrected, so a correction that moves energy between LE and H keeps it (0: off; the
-        default 1 cut the daily energy residual at held-out sites from 5.9 to 1.2 W m-2 for
-        2 % more Qh RMSE, ``benchmarks/emulator_finetune.py``).
+        corrected, so a correction that moves energy between LE and H keeps it (0: off; in
+        ``benchmarks/emulator_finetune.py`` the default 1 cut the daily energy residual at
+        held-out sites from 6.4 to 1.3 W m-2 RMSE, for ~1 W m-2 more Qle and Qh RMSE there).
     seed : seeds the head's initialisation and the validation blocks.
     progress : bool or :class:`ailand.progress.Progress` (a bar over the epochs on stderr).
 

@@ -195,6 +195,12 @@ def cmd_train(args) -> int:
     from .emulator.plots import plot_history
     from .emulator.train import as_ensemble_data
 
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {args.threads}")
+        import torch
+
+        torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     data = as_ensemble_data(args.data)
@@ -324,6 +330,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--rollout-batch", type=int, default=64, help="rollouts per optimiser step")
     t.add_argument("--rollout-weight", type=float, default=1.0)
     t.add_argument("--input-noise", type=float, default=0.5, help="start-state noise in tendency standard deviations")
+    t.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: torch's own). On a machine shared with other jobs use 1: "
+                        "two threads waiting on each other made an epoch 15x slower here")
     t.add_argument("--water-weight", type=float, default=0.0,
                    help="weight of the column water-balance term in the loss (0: off; see ailand.emulator.train)")
     t.add_argument("--lr", type=float, default=2e-3)

@@ -51,7 +51,7 @@ def test_cli_train_and_evaluate(ensemble_path, tmp_path, capsys):
 
     out = tmp_path / "em.pt"
     argv = ["train", "--data", str(ensemble_path), "--out", str(out), "--width", "16", "--depth", "1", "--epochs", "2",
-            "--steps-per-epoch", "3", "--batch-size", "64", "--rollout-steps", "2", "--rollout-batch", "8", "--val-sites", "BE-Lon"]
+            "--steps-per-epoch", "3", "--batch-size", "64", "--rollout-steps", "2", "--rollout-batch", "8", "--val-sites", "BE-Lon", "--threads", "1"]
     assert main(argv) == 0
     assert out.exists() and out.with_suffix(".history.nc").exists() and out.with_suffix(".history.png").exists()
     assert "held-out sites ['BE-Lon']" in capsys.readouterr().out

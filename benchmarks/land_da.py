@@ -44,6 +44,8 @@ def main(argv=None) -> int:
     p.add_argument("--methods", default="open_loop,sekf-fd,sekf-ensemble,sekf-autograd,sekf-emulator,letkf,enkf,"
                                         "letkf+THETA_CAP,4dvar-physics,4dvar-emulator")
     p.add_argument("--quick", action="store_true", help="2 sites, 10 days, no spin-up (smoke run)")
+    p.add_argument("--jacobians-only", action="store_true",
+                   help="only the Jacobian comparison and its breakdown by observation and layer -> land_da_jacobians.json")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     if args.quick:
@@ -53,12 +55,28 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(1)
-    from calibration.land_da import SoilMoistureTwin, compare_jacobians, run_4dvar, run_enkf, scores
+    from calibration.land_da import SoilMoistureTwin, compare_jacobians, jacobian_breakdown, run_4dvar, run_enkf, scores
 
     t0 = time.perf_counter()
     twin = SoilMoistureTwin(sites=args.sites.split(","), start=args.start, end=args.end,
                             spinup_years=0 if args.quick else 1, progress=True)
     setup_s = time.perf_counter() - t0
+    if args.jacobians_only:
+        jt, H = compare_jacobians(twin, every=4, progress=True)
+        bd = jacobian_breakdown(H, twin.obs_vars)
+        print("\nJacobians at the same states (every 4th open-loop window) against the physics' autograd H")
+        print(jt.round(4).to_string())
+        print("\nthe emulator's H by observed variable and analysed layer")
+        print(bd.round(4).to_string())
+        jout = out.with_name(out.stem + "_jacobians.json")
+        jout.parent.mkdir(parents=True, exist_ok=True)
+        jout.write_text(json.dumps({"jacobians": jt.to_dict(orient="index"),
+                                    "emulator_by_variable_and_layer": {f"{v} layer {k}": row for (v, k), row in
+                                                                       bd.to_dict(orient="index").items()},
+                                    "setup": {"sites": args.sites, "period": f"{args.start}..{args.end}", "windows": twin.K}},
+                                   indent=1, default=float))
+        print(f"wrote {jout}")
+        return 0
     results, walls = {}, {}
     for m in args.methods.split(","):
         t = time.perf_counter()
@@ -77,9 +95,12 @@ def main(argv=None) -> int:
     pd.set_option("display.max_columns", 20)
     print(f"\nland DA twin: {args.sites}, {args.start}..{args.end}, {twin.K} windows; set-up {setup_s:.0f} s")
     print(table.round(4).to_string())
-    jt, _ = compare_jacobians(twin, every=4, progress=True)
+    jt, H = compare_jacobians(twin, every=4, progress=True)
     print("\nJacobians at the same states (every 4th open-loop window) against the physics' autograd H")
     print(jt.round(4).to_string())
+    bd = jacobian_breakdown(H, twin.obs_vars)
+    print("\nthe emulator's H by observed variable and analysed layer")
+    print(bd.round(4).to_string())
     goals = {}
     if {"sekf-fd", "sekf-emulator"} <= set(table.index):
         phys_run = table.loc["open_loop", "wall_per_cycle_s"] if "open_loop" in table.index else float("nan")
@@ -97,7 +118,8 @@ def main(argv=None) -> int:
                         "observations": twin.obs_names, "obs_std": twin.obs_std,
                         "forcing_error": twin.forcing.attrs.get("perturbation", ""), "setup_s": setup_s},
               "methods": {k: {**v, "total_wall_s": walls[k]} for k, v in table.to_dict(orient="index").items()},
-              "jacobians": jt.to_dict(orient="index"), "goals": goals}
+              "jacobians": jt.to_dict(orient="index"), "goals": goals,
+              "emulator_jacobian_by_variable_and_layer": {f"{v} layer {k}": row for (v, k), row in bd.to_dict(orient="index").items()}}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1, default=float))
     print(f"wrote {out}")

@@ -130,3 +130,17 @@ def test_assimilate_cli_writes_the_analyses_and_the_report(tmp_path, capsys):
     assert (out / "report.md").read_text().count("|") > 10 and (out / "land_da.png").stat().st_size > 0
     ds.close()
     assert cli.main(["assimilate", "--methods", "kalman", "--out", str(out)]) == 2
+
+
+def test_jacobian_breakdown_counts_signs_and_magnitudes_per_variable_and_layer():
+    from calibration.land_da import jacobian_breakdown
+
+    ref = np.ones((2, 3, 2, 3))  # (windows, sites, observations, layers)
+    ref[..., 2] = 1e-4  # below 1 % of the row's largest: left out
+    emu = 10.0 * ref
+    emu[:, 0, 1, 1] = -5.0  # two wrong signs of six in (RH2m, layer 2)
+    bd = jacobian_breakdown({"autograd": ref, "emulator": emu}, np.array(["T2m", "RH2m"]))
+    assert list(bd.index) == [("T2m", 1), ("T2m", 2), ("RH2m", 1), ("RH2m", 2)]
+    assert bd.loc[("T2m", 1), "n"] == 6 and bd.loc[("T2m", 1), "sign_agreement"] == 1.0
+    assert bd.loc[("RH2m", 2), "sign_agreement"] == pytest.approx(4 / 6)
+    assert bd.loc[("T2m", 2), "magnitude_ratio"] == pytest.approx(10.0)

@@ -10,8 +10,8 @@ ensemble Kalman land DA and 4D-Var through the physics or the emulator.
 from .sekf import JACOBIANS, jacobian_autograd, jacobian_ensemble, jacobian_fd, screen, sekf_update
 from .ensemble import run_enkf
 from .var import run_4dvar
-from .twin import OBS_STD, SoilMoistureTwin, compare_jacobians, perturb_forcing, result_dataset, scores
+from .twin import OBS_STD, SoilMoistureTwin, compare_jacobians, jacobian_breakdown, perturb_forcing, result_dataset, scores
 from .window import WindowRunner, start_state
 
-__all__ = ["JACOBIANS", "OBS_STD", "SoilMoistureTwin", "compare_jacobians", "WindowRunner", "jacobian_autograd", "jacobian_ensemble",
+__all__ = ["JACOBIANS", "OBS_STD", "SoilMoistureTwin", "compare_jacobians", "jacobian_breakdown", "WindowRunner", "jacobian_autograd", "jacobian_ensemble",
            "jacobian_fd", "perturb_forcing", "run_4dvar", "run_enkf", "result_dataset", "scores", "screen", "sekf_update", "start_state"]

@@ -318,6 +318,35 @@ def compare_jacobians(twin: SoilMoistureTwin, emulator=None, every: int = 4, n_e
     return pd.DataFrame(out).T, H
 
 
+def jacobian_breakdown(H: dict, obs_vars, source: str = "emulator", reference: str = "autograd") -> pd.DataFrame:
+    """How far ``H[source]`` is from ``H[reference]`` per observed variable and analysed layer.
+
+    H : the second return of :func:`compare_jacobians`, ``{name: (n_windows, S, m, L)}``;
+    obs_vars : ``(m,)`` the observed variable of each row (``twin.obs_vars``). Over the
+    entries where the reference is above 1 % of its row's largest (as in
+    :func:`compare_jacobians`): ``n`` entries, ``sign_agreement``, and the median ``|H|`` of
+    both (``median_abs_reference``, ``median_abs_source``; units of the observation per
+    m3 m-3) with their ratio. Rows ``(variable, layer)``, layer 1..L.
+    """
+    ref, h = H[reference], H[source]
+    scale = np.abs(ref).max(axis=-1, keepdims=True)
+    big = (np.abs(ref) > 0.01 * np.where(scale > 0, scale, np.inf)) & np.isfinite(h)
+    obs_vars = np.asarray(obs_vars)
+    rows = []
+    for v in dict.fromkeys(obs_vars):
+        j = obs_vars == v
+        for layer in range(ref.shape[-1]):
+            b = big[:, :, j, layer]
+            if not b.any():
+                continue
+            r, e = ref[:, :, j, layer][b], h[:, :, j, layer][b]
+            rows.append({"variable": v, "layer": layer + 1, "n": int(b.sum()),
+                         "sign_agreement": float((np.sign(e) == np.sign(r)).mean()),
+                         "median_abs_reference": float(np.median(np.abs(r))), "median_abs_source": float(np.median(np.abs(e))),
+                         "magnitude_ratio": float(np.median(np.abs(e)) / np.median(np.abs(r)))})
+    return pd.DataFrame(rows).set_index(["variable", "layer"])
+
+
 def _rows_of(H_part: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """``(S, m_part, L)`` -> ``(S, m, L)`` with NaN where ``rows`` is False."""
     full = np.full((H_part.shape[0], rows.size, H_part.shape[2]), np.nan)

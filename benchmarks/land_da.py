@@ -44,6 +44,7 @@ def main(argv=None) -> int:
     p.add_argument("--methods", default="open_loop,sekf-fd,sekf-ensemble,sekf-autograd,sekf-emulator,letkf,enkf,"
                                         "letkf+THETA_CAP,4dvar-physics,4dvar-emulator")
     p.add_argument("--quick", action="store_true", help="2 sites, 10 days, no spin-up (smoke run)")
+    p.add_argument("--emulator", default=None, help="emulator file for the emulator methods (default: the shipped one)")
     p.add_argument("--jacobians-only", action="store_true",
                    help="only the Jacobian comparison and its breakdown by observation and layer -> land_da_jacobians.json")
     p.add_argument("--out", default=None)
@@ -57,12 +58,15 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     from calibration.land_da import SoilMoistureTwin, compare_jacobians, jacobian_breakdown, run_4dvar, run_enkf, scores
 
+    import ailand
+
+    emulator = ailand.Emulator.load(args.emulator) if args.emulator else ailand.Emulator.default()
     t0 = time.perf_counter()
     twin = SoilMoistureTwin(sites=args.sites.split(","), start=args.start, end=args.end,
                             spinup_years=0 if args.quick else 1, progress=True)
     setup_s = time.perf_counter() - t0
     if args.jacobians_only:
-        jt, H = compare_jacobians(twin, every=4, progress=True)
+        jt, H = compare_jacobians(twin, emulator=emulator, every=4, progress=True)
         bd = jacobian_breakdown(H, twin.obs_vars)
         print("\nJacobians at the same states (every 4th open-loop window) against the physics' autograd H")
         print(jt.round(4).to_string())
@@ -83,19 +87,19 @@ def main(argv=None) -> int:
         if m == "open_loop":
             results[m] = twin.run("open_loop", progress=True)
         elif m.startswith("sekf-"):
-            results[m] = twin.run("sekf", jacobian=m.split("-", 1)[1], progress=True)
+            results[m] = twin.run("sekf", jacobian=m.split("-", 1)[1], emulator=emulator, progress=True)
         elif m.split("+")[0] in ("letkf", "enkf"):
             name, *par = m.split("+")
             results[m] = run_enkf(twin, n_members=16, method=name, params=tuple(par), progress=True)
         elif m.startswith("4dvar-"):
-            results[m] = run_4dvar(twin, model=m.split("-", 1)[1], progress=True)
+            results[m] = run_4dvar(twin, model=m.split("-", 1)[1], emulator=emulator, progress=True)
         walls[m] = time.perf_counter() - t
     table = scores(results)
     pd.set_option("display.width", 220)
     pd.set_option("display.max_columns", 20)
     print(f"\nland DA twin: {args.sites}, {args.start}..{args.end}, {twin.K} windows; set-up {setup_s:.0f} s")
     print(table.round(4).to_string())
-    jt, H = compare_jacobians(twin, every=4, progress=True)
+    jt, H = compare_jacobians(twin, emulator=emulator, every=4, progress=True)
     print("\nJacobians at the same states (every 4th open-loop window) against the physics' autograd H")
     print(jt.round(4).to_string())
     bd = jacobian_breakdown(H, twin.obs_vars)
@@ -113,6 +117,7 @@ def main(argv=None) -> int:
               f"{phys_run:.3f} s; SEKF-emulator keeps {100 * goals['emulator_sekf_share_of_fd_reduction']:.0f} % of "
               "the FD SEKF's root-zone RMSE reduction")
     result = {"benchmark": "land_da", "date": _dt.datetime.now().isoformat(timespec="seconds"),
+              "emulator": args.emulator or "data/emulator/default.pt",
               "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "load_average": os.getloadavg()},
               "setup": {"sites": args.sites, "period": f"{args.start}..{args.end}", "windows": twin.K,
                         "observations": twin.obs_names, "obs_std": twin.obs_std,

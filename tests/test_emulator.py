@@ -254,3 +254,28 @@ def test_conservation_term_reduces_the_water_balance_residual_on_held_out_data(e
         wb = water_balance(em, ensemble, days=60).sel(source="emulator")
         res[w] = float(wb["mean_abs_one_step"].mean())
     assert res[10.0] < 0.85 * res[0.0], res  # measured: 0.72 -> 0.50 kg m-2 per step
+
+
+def test_jenn_stage_brings_the_emulator_sensitivities_towards_the_physics(trained, ensemble):
+    """The JENN stage (ailand.emulator.jenn): the physics' step sensitivities by central
+    differences are sane (a layer's water persists), and fine-tuning with them in the loss
+    lowers the sensitivity error of the emulator (same data, same seed)."""
+    import copy
+
+    from ailand.emulator.jenn import emulator_sensitivities, fit_jacobian, physics_sensitivities
+
+    em, _ = trained
+    forcing = ailand.synthetic_forcing(["FR-Fon"], "2020-03-01", "2020-03-20", seed=4)
+    js = physics_sensitivities(em, forcing, every=2, outputs=("T2m", "Qle", "swvl3"), spinup_years=0)
+    assert js.J.shape == (len(js), 3, 3) and torch.isfinite(js.J).all()
+    assert float(js.J[:, 2, 2].median()) > 0.5  # d swvl3(t + 6 h) / d swvl3(t): deep water persists
+    scale = js.J.std(0).mean(-1)[None, :, None]  # per output, as in the JENN loss
+    err = lambda m: float((((emulator_sensitivities(m, js) - js.J) / scale) ** 2).mean())  # noqa: E731
+    tuned = copy.deepcopy(em)
+    rec = fit_jacobian(tuned, ensemble, js, jac_weight=10.0, steps=40, lr=1e-3, batch_size=128, jac_batch=64,
+                       rollout_steps=2, rollout_batch=8, progress=False)
+    with torch.no_grad():
+        assert err(tuned) < 0.7 * err(em), (err(tuned), err(em))
+    assert rec["jac_loss_last"] < rec["jac_loss_first"] and tuned.meta["jenn"]["samples"] == len(js)
+    with pytest.raises(ValueError, match="no"):
+        physics_sensitivities(em, forcing, outputs=("NOPE",))

@@ -235,6 +235,9 @@ def cmd_evaluate(args) -> int:
     from .emulator.train import as_ensemble_data
 
     em = Emulator.load(args.emulator)
+    if args.water_closure:
+        em.water_closure = True
+        print("water closure on: each step's water-balance residual is removed from the soil (ailand.emulator.budget)")
     data = as_ensemble_data(args.data)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -349,6 +352,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--emulator", default="runs/emulator/emulator.pt", help="emulator file")
     v.add_argument("--data", default="runs/ensemble/default.zarr", help="ensemble written by 'ailand ensemble'")
     v.add_argument("--out", default="runs/emulator/evaluation", help="output folder")
+    v.add_argument("--water-closure", action="store_true",
+                   help="close the column water balance at every step (Emulator.water_closure) for this evaluation")
     v.add_argument("--drift-years", type=int, default=0, help="also run a free rollout of this many years at the held-out sites")
     v.set_defaults(func=cmd_evaluate)
     from .mme.cli import register as register_mme  # `ailand mme ...`: multi-model ensembles

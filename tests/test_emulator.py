@@ -61,6 +61,8 @@ def test_cli_train_and_evaluate(ensemble_path, tmp_path, capsys):
     for name in ("scores.nc", "error_growth.png", "rollout_held_out_sites.png", "rollout_held_out_member.png"):
         assert (ev / name).exists(), name
     assert "ACC, rollout" in capsys.readouterr().out
+    assert main(["evaluate", "--emulator", str(out), "--data", str(ensemble_path), "--out", str(ev), "--water-closure"]) == 0
+    assert "water closure on" in capsys.readouterr().out
     assert main(["train", "--data", str(ensemble_path), "--out", str(out), "--val-sites", "XX-Nope"]) == 2
 
 

@@ -13,14 +13,13 @@ with onnxruntime.
 from __future__ import annotations
 
 import json
-import logging
-import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..arrays import to_numpy
+from ..onnx_io import export_onnx
 
 __all__ = ["to_onnx", "OnnxEmulatorStep", "INPUT_NAME", "OUTPUT_NAME"]
 
@@ -96,33 +95,11 @@ def to_onnx(em, path, opset: int | None = None, check: bool = True) -> Path:
     example = torch.zeros(4, n_in, dtype=em.dtype, device=em.device)
     example[:] = em.tensor(_typical_row(em))
     batch = torch.export.Dim("batch", min=1)
-    noisy = logging.getLogger("torch.onnx._internal.exporter._registration")  # "torchvision is not installed"
-    level = noisy.level
-    noisy.setLevel(logging.ERROR)
     try:
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")
-            program = torch.onnx.export(
-                module,
-                (example,),
-                dynamo=True,
-                input_names=[INPUT_NAME],
-                output_names=[OUTPUT_NAME],
-                dynamic_shapes={"features": {0: batch}},
-                opset_version=opset,
-                optimize=True,
-                verbose=False,
-            )
+        model = export_onnx(module, (example,), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                            dynamic_shapes={"features": {0: batch}}, opset=opset, metadata=metadata(em))
     finally:
-        noisy.setLevel(level)
         em.net.train(was_training)
-    model = program.model_proto
-    del model.metadata_props[:]
-    for k, v in metadata(em).items():
-        entry = model.metadata_props.add()
-        entry.key, entry.value = k, v
-    model.doc_string = json.loads(metadata(em)["description"])
-    model.producer_name = "ailand"
     if [i.name for i in model.graph.input] != [INPUT_NAME] or [o.name for o in model.graph.output] != [OUTPUT_NAME]:
         raise RuntimeError(
             f"export produced inputs {[i.name for i in model.graph.input]} and outputs "

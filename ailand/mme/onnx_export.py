@@ -18,14 +18,13 @@ file with onnxruntime, on arrays or on an :class:`~ailand.mme.MMEData` like
 from __future__ import annotations
 
 import json
-import logging
-import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 import xarray as xr
 
+from ..onnx_io import export_onnx
 from .dataset import MMEData
 from .features import _Batcher
 
@@ -89,25 +88,8 @@ def to_onnx(model, path, opset: int | None = None, check: bool = True) -> Path:
         names.append("predictors")
         dyn["predictors"] = {0: batch}
     module = (_GraphP(net) if P else _Graph(net)).eval()
-    noisy = logging.getLogger("torch.onnx._internal.exporter._registration")
-    level = noisy.level
-    noisy.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")
-            program = torch.onnx.export(module, tuple(args), dynamo=True, input_names=names, output_names=["forecast"],
-                                        dynamic_shapes=dyn,
-                                        opset_version=DEFAULT_OPSET if opset is None else int(opset),
-                                        optimize=True, verbose=False)
-    finally:
-        noisy.setLevel(level)
-    proto = program.model_proto
-    del proto.metadata_props[:]
-    for k, v in _metadata(model).items():
-        e = proto.metadata_props.add()
-        e.key, e.value = k, v
-    proto.producer_name = "ailand"
-    proto.doc_string = json.loads(_metadata(model)["description"])
+    proto = export_onnx(module, tuple(args), input_names=names, output_names=["forecast"], dynamic_shapes=dyn,
+                        opset=DEFAULT_OPSET if opset is None else int(opset), metadata=_metadata(model))
     got = [i.name for i in proto.graph.input]
     if got != names:
         raise RuntimeError(f"export produced inputs {got}; expected {names}")

@@ -10,14 +10,13 @@ with onnxruntime, checking the predictor names it is given.
 from __future__ import annotations
 
 import json
-import logging
-import warnings
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
 
+from ...onnx_io import export_onnx
 from .predictors import PREDICTOR_RANGES, TARGET_UNITS
 
 __all__ = ["to_onnx", "OnnxEmission", "INPUT_NAME", "OUTPUT_NAME", "typical_rows"]
@@ -77,25 +76,8 @@ def to_onnx(model: torch.nn.Module, path, opset: int = 18, check: bool = True) -
     module = _Wrap(model).eval().float()
     example = torch.as_tensor(typical_rows(model.names, 4), dtype=torch.float32)
     batch = torch.export.Dim("batch", min=1)
-    noisy = logging.getLogger("torch.onnx._internal.exporter._registration")
-    level = noisy.level
-    noisy.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")
-            program = torch.onnx.export(module, (example,), dynamo=True, input_names=[INPUT_NAME],
-                                        output_names=[OUTPUT_NAME], dynamic_shapes={"predictors": {0: batch}},
-                                        opset_version=int(opset), optimize=True, verbose=False)
-    finally:
-        noisy.setLevel(level)
-    proto = program.model_proto
-    del proto.metadata_props[:]
-    meta = metadata(model)
-    for k, v in meta.items():
-        e = proto.metadata_props.add()
-        e.key, e.value = k, v
-    proto.doc_string = json.loads(meta["description"])
-    proto.producer_name = "ailand"
+    proto = export_onnx(module, (example,), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                        dynamic_shapes={"predictors": {0: batch}}, opset=opset, metadata=metadata(model))
     if [i.name for i in proto.graph.input] != [INPUT_NAME] or [o.name for o in proto.graph.output] != [OUTPUT_NAME]:
         raise RuntimeError(f"export produced inputs {[i.name for i in proto.graph.input]} and outputs "
                            f"{[o.name for o in proto.graph.output]}; expected one {INPUT_NAME!r} and one {OUTPUT_NAME!r}")

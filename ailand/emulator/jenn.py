@@ -56,14 +56,14 @@ class JacobianSet:
 
 
 def physics_sensitivities(em, forcing, params=None, *, every: int = 2, delta: float = 0.002, outputs=DEFAULT_OUTPUTS,
-                          inputs=DEFAULT_INPUTS, spinup_years: int = 1, progress: bool = False) -> JacobianSet:
+                          inputs=DEFAULT_INPUTS, spinup_years: int = 1, chunk: int = 128, progress: bool = False) -> JacobianSet:
     """The physics' sensitivities over emulator steps of ``forcing`` (hourly, ``(time, site)``).
 
     params : None (defaults) or a dict of arrays of length M (M parameter sets as members).
     Every ``every``-th emulator step after the first, all sites and members: the physics
     (float64) from its own state (a run spun up ``spinup_years`` on ``forcing``) over the
-    step's hours, with each of ``inputs`` moved by +-``delta``, all perturbations as
-    members of one batched call. Returns a :class:`JacobianSet` for :func:`fit_jacobian`.
+    step's hours, with each of ``inputs`` moved by +-``delta``: the perturbations as members
+    and ``chunk`` steps side by side as columns of one batched call. Returns a :class:`JacobianSet` for :func:`fit_jacobian`.
     """
     from ..physics import ToyEcLand
 
@@ -101,13 +101,18 @@ def physics_sensitivities(em, forcing, params=None, *, every: int = 2, delta: fl
     n_in = len(inputs)
     rows_s, rows_d, rows_p, rows_J = [], [], [], []
     K = T // k
-    steps = list(range(1, K, every))
+    steps = np.arange(1, K, every)
+    chunks = np.array_split(steps, max(1, int(np.ceil(len(steps) / chunk))))
     from ..progress import as_progress
 
+    # the steps of a chunk side by side as extra columns: forcing (k, W*S), states (2 n_in, M, W*S)
     with as_progress(progress).bar(len(steps), desc="physics sensitivities", unit="step") as bar:
-        for j in steps:
-            s_start = torch.stack([traj[n][j - 1] for n in STATE_NAMES], -1)  # (M, S, 15)
-            pert = s_start[None].repeat(2 * n_in, *([1] * s_start.dim()))  # (2 n_in, M, S, 15)
+        for js_ in chunks:
+            W = len(js_)
+            S_ = f["Tair"].shape[1]
+            s_start = torch.stack([traj[n][js_ - 1] for n in STATE_NAMES], -1)  # (W, M, S, 15)
+            s_start = s_start.permute(1, 0, 2, 3).reshape(-1, W * S_, len(STATE_NAMES))  # (M, W*S, 15)
+            pert = s_start[None].repeat(2 * n_in, 1, 1, 1)  # (2 n_in, M, W*S, 15)
             for a, i in enumerate(i_in):
                 pert[2 * a, ..., i] += delta
                 pert[2 * a + 1, ..., i] -= delta
@@ -115,23 +120,27 @@ def physics_sensitivities(em, forcing, params=None, *, every: int = 2, delta: fl
             st0 = {"swvl": torch.stack([named[f"swvl{i}"] for i in range(1, 5)], -1),
                    "stl": torch.stack([named[f"stl{i}"] for i in range(1, 5)], -1),
                    **{n: v for n, v in named.items() if n[:-1] not in ("swvl", "stl")}}
-            fj = {n: v[j * k:(j + 1) * k] for n, v in f.items()}
+            rows = torch.as_tensor(js_[:, None] * k + np.arange(k)[None])  # (W, k) hour indices
+            fj = {n: v[rows].permute(1, 0, 2).reshape(k, W * S_) for n, v in f.items()}
+            stj = {n: v.repeat(W) for n, v in st.items()}
             with torch.no_grad():
-                out, fin = phys.simulate(fj, {n: v[None] for n, v in p.items()}, st, st0, steps_per_output=k,
+                out, fin = phys.simulate(fj, {n: v[None] for n, v in p.items()}, stj, st0, steps_per_output=k,
                                          outputs=[o for o in outputs if o not in STATE_NAMES])
             vals = []
             for o in outputs:
                 v = fin[o[:-1]][..., int(o[-1]) - 1] if o[:-1] in ("swvl", "stl") and o[-1].isdigit() else (
                     fin[o] if o in fin else out[o][0])
                 vals.append(v)
-            Y = torch.stack(vals, -1)  # (2 n_in, M, S, n_out)
-            J = (Y[0::2] - Y[1::2]) / (2 * delta)  # (n_in, M, S, n_out)
-            M_, S_ = s_start.shape[:2]
+            Y = torch.stack(vals, -1)  # (2 n_in, M, W*S, n_out)
+            J = (Y[0::2] - Y[1::2]) / (2 * delta)  # (n_in, M, W*S, n_out)
+            M_ = s_start.shape[0]
+            drv = torch.cat([fct[js_].reshape(1, W * S_, -1).expand(M_, W * S_, fct.shape[-1]),
+                             pn[:, None].expand(M_, W * S_, pn.shape[-1])], -1)
             rows_s.append(s_start.reshape(-1, len(STATE_NAMES)))
-            rows_d.append(torch.cat([fct[j][None].expand(M_, S_, fct.shape[-1]), pn[:, None].expand(M_, S_, pn.shape[-1])], -1).reshape(M_ * S_, -1))
-            rows_p.append(pe[:, None].expand(M_, S_, pe.shape[-1]).reshape(M_ * S_, -1))
-            rows_J.append(J.permute(1, 2, 3, 0).reshape(M_ * S_, len(outputs), n_in))
-            bar.update(1)
+            rows_d.append(drv.reshape(M_ * W * S_, -1))
+            rows_p.append(pe[:, None].expand(M_, W * S_, pe.shape[-1]).reshape(M_ * W * S_, -1))
+            rows_J.append(J.permute(1, 2, 3, 0).reshape(M_ * W * S_, len(outputs), n_in))
+            bar.update(W)
     t = lambda x: torch.cat(x).to(em.dtype)  # noqa: E731
     return JacobianSet(t(rows_s), t(rows_d), t(rows_p), t(rows_J), tuple(outputs), tuple(inputs), float(delta))
 

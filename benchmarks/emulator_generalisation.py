@@ -135,7 +135,8 @@ def section_spatial(em, world, label, figdir):
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--emulator", nargs="+", default=["default=", "default+closure="], help="LABEL=PATH (empty PATH: the shipped default)")
-    p.add_argument("--ensemble", default=str(ROOT / "runs/retrain/ensemble.zarr"), help="training ensemble (held-out members/sites)")
+    p.add_argument("--ensemble", default=str(ROOT / "runs/ensemble/default.zarr"),
+                   help="the emulator's training ensemble, for its held-out members/sites (default: what `make ensemble` builds)")
     p.add_argument("--only", default=",".join(SECTIONS))
     p.add_argument("--sites", default="BE-Lon,US-Kon", help="sites for the extremes (default: the held-out sites)")
     p.add_argument("--year", type=int, default=2021)
@@ -143,6 +144,8 @@ def main(argv=None) -> int:
     p.add_argument("--figdir", default=str(ROOT / "runs/generalisation"))
     p.add_argument("--out", default=str(ROOT / "benchmarks/results/emulator_generalisation.json"))
     args = p.parse_args(argv)
+    if {"water", "skill"} & set(args.only.split(",")) and not Path(args.ensemble).exists():
+        p.error(f"{args.ensemble} is missing: run 'make ensemble' (or pass --ensemble, or --only extremes,spatial)")
     import torch
 
     torch.set_num_threads(1)

@@ -79,6 +79,12 @@ def cmd_ensemble(args) -> int:
         parents = sites.sel(site=[s for s in sites["site"].values if s not in exclude])
         extra = perturbed_sites(parents, args.synthetic_sites, seed=args.seed).drop_vars("parent")
         sites = xr.concat([sites, extra], dim="site")
+    if args.space_filling_sites:
+        import xarray as xr
+
+        from .sites import space_filling_sites
+
+        sites = xr.concat([sites, space_filling_sites(args.space_filling_sites, seed=args.seed)], dim="site")
     forcing = ailand.synthetic_forcing(sites, args.start, args.end, seed=args.forcing_seed)
     print(
         f"ailand ensemble: {args.members} members ({args.design}, seed {args.seed}"
@@ -297,6 +303,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="add N jittered copies of every site (named SITE~k) to widen the training climates")
     e.add_argument("--synthetic-exclude", default="BE-Lon,US-Kon",
                    help="comma-separated sites not to copy (default: the emulator's held-out sites); '' copies all")
+    e.add_argument("--space-filling-sites", type=int, default=0, metavar="N",
+                   help="add N synthetic sites from a Latin hypercube over the site generator's soil, vegetation and "
+                        "climate parameters (named SF001..., ailand.sites.space_filling_sites, seeded by --seed)")
     e.add_argument("--out", default="runs/ensemble/default.zarr", help="output anemoi dataset (*.zarr)")
     e.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     e.set_defaults(func=cmd_ensemble)

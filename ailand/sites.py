@@ -230,3 +230,95 @@ def perturbed_sites(parents, copies: int = 3, seed: int = 0, scale: float = 1.0)
     res = xr.concat(out, dim="site")
     res.attrs = dict(base.attrs, note=f"synthetic sites: {copies} jittered copies per parent (seed {seed}, scale {scale})")
     return res
+
+
+def space_filling_sites(n: int, seed: int = 0, prefix: str = "SF") -> xr.Dataset:
+    """``n`` synthetic sites that fill the climate and soil space of the site generator.
+
+    Where :func:`perturbed_sites` jitters copies of the real sites (so an emulator trained on
+    them still sees only the soils and climates near those eight or ten), this draws a
+    Latin hypercube (:class:`scipy.stats.qmc.LatinHypercube`, any ``n``) over the site generator's own
+    parameters and maps each unit coordinate onto a range, so that the training sites cover
+    sandy to clayey soils, bare to closed canopies, arctic to tropical temperatures and 50 to
+    3000 mm of annual precipitation evenly, not only around the real sites:
+
+    * soil: ``sand`` U(0.03, 0.92), ``clay`` U(0.02, min(0.6, 0.95 - sand));
+    * place: ``lat`` U(-45, 72) degrees (radiation and day length), ``lon`` U(-180, 180),
+      ``elevation`` U(0, 1500) m;
+    * temperature: ``t_mean`` = 27 - 0.6 max(|lat| - 15, 0) + U(-7, 7) degC (the real sites'
+      latitude gradient with a wide band around it), ``t_amp_seasonal`` 0.5 + U(0, 1) x
+      (0.45 |lat| + 2) K, ``t_peak_doy`` 200 (north) or 20 (south) + U(-15, 15),
+      ``t_range_diurnal`` U(5, 15) K, ``t_noise`` U(0.5, 4.5) K;
+    * water: ``precip_annual`` log-uniform 50..3000 mm; with the wetness w = log(P/10) /
+      log(300) in [0, 1]: ``wet_day_fraction`` 0.7 w x U(0.6, 1.4), ``rh_mean`` 0.2 + 0.65 w
+      +- 0.1, ``cloud_mean`` 0.12 + 0.6 w +- 0.1 (clipped to the jitter limits),
+      ``wet_peak_doy`` U(0, 365), ``wet_concentration`` U(0, 4);
+    * vegetation: ``veg_type`` uniform over the vegetated :data:`VEG_TYPES` (desert below 120 mm); ``cveg``
+      and ``lai_max`` scale with w (desert: sparse), ``lai_min`` U(0.05, 0.6) x ``lai_max``,
+      ``lai_peak_doy`` = ``t_peak_doy`` + U(-30, 40);
+    * wind: ``wind_mean`` U(2, 6.5) m/s, ``wind_dir`` U(0, 360), ``gust_rate`` U(0.01, 0.15)
+      d-1, ``gust_factor`` U(1.6, 2.8).
+
+    Sites are named ``SF001``... (``prefix``); each draws its own weather in
+    :func:`ailand.synthetic_forcing`. Same ``seed`` -> same sites. Returns a Dataset like
+    :func:`load_sites` (``climate`` = "space-filling").
+    """
+    from scipy.stats import qmc
+
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    dims = 27
+    u = qmc.LatinHypercube(dims, seed=seed).random(n)  # (n, dims), each column stratified
+    col = iter(range(dims))
+
+    def U(lo, hi):
+        return lo + (hi - lo) * u[:, next(col)]
+
+    sand = U(0.03, 0.92)
+    clay = 0.02 + u[:, next(col)] * (np.minimum(0.6, 0.95 - sand) - 0.02)
+    lat = U(-45.0, 72.0)
+    lon = U(-180.0, 180.0)
+    elevation = U(0.0, 1500.0)
+    t_mean = 27.0 - 0.6 * np.maximum(np.abs(lat) - 15.0, 0.0) + U(-7.0, 7.0)
+    t_amp = 0.5 + u[:, next(col)] * (0.45 * np.abs(lat) + 2.0)
+    t_peak = np.where(lat >= 0, 200.0, 20.0) + U(-15.0, 15.0)
+    precip = 50.0 * np.exp(u[:, next(col)] * np.log(3000.0 / 50.0))
+    w = np.clip(np.log(precip / 10.0) / np.log(300.0), 0.0, 1.0)
+    wet = np.clip(0.7 * w * U(0.6, 1.4), *_LIMITS["wet_day_fraction"])
+    rh = np.clip(0.2 + 0.65 * w + U(-0.1, 0.1), *_LIMITS["rh_mean"])
+    cloud = np.clip(0.12 + 0.6 * w + U(-0.1, 0.1), *_LIMITS["cloud_mean"])
+    plants = [v for v in VEG_TYPES if v != "desert"]
+    kind = np.floor(u[:, next(col)] * len(plants)).astype(int).clip(0, len(plants) - 1)
+    veg = np.array([plants[k] for k in kind], dtype=object)
+    veg[precip < 120.0] = "desert"
+    desert = veg == "desert"
+    cveg = np.where(desert, U(0.01, 0.1), np.clip(0.3 + 0.69 * w * U(0.7, 1.3), 0.3, 0.99))
+    lai_max = np.where(desert, U(0.05, 0.4), 0.5 + 6.5 * w * U(0.5, 1.2))
+    lai_min = U(0.05, 0.6) * lai_max
+    lai_peak = np.mod(t_peak + U(-30.0, 40.0), 365.0)
+    fields = {
+        "lat": lat, "lon": lon, "elevation": elevation, "sand": sand, "clay": clay, "cveg": cveg,
+        "lai_min": lai_min, "lai_max": lai_max, "lai_peak_doy": lai_peak, "t_mean": t_mean,
+        "t_amp_seasonal": np.clip(t_amp, *_LIMITS["t_amp_seasonal"]), "t_peak_doy": t_peak,
+        "t_range_diurnal": U(5.0, 15.0), "t_noise": U(0.5, 4.5), "precip_annual": precip,
+        "wet_day_fraction": wet, "wet_peak_doy": U(0.0, 365.0), "wet_concentration": U(0.0, 4.0),
+        "rh_mean": rh, "wind_mean": U(2.0, 6.5), "wind_dir": U(0.0, 360.0), "gust_rate": U(0.01, 0.15),
+        "gust_factor": U(1.6, 2.8), "cloud_mean": cloud,
+    }
+    names = [f"{prefix}{i + 1:03d}" for i in range(n)]
+    ds = xr.Dataset(coords={"site": ("site", np.array(names, dtype=object))})
+    ds["site"].attrs = {"long_name": SITE_FIELDS["name"][1], "units": "-"}
+    for c in SITE_FIELDS:
+        if c in ("name",):
+            continue
+        if c == "long_name":
+            vals = np.array([f"space-filling synthetic site {i + 1}" for i in range(n)], dtype=object)
+        elif c == "climate":
+            vals = np.array(["space-filling"] * n, dtype=object)
+        elif c == "veg_type":
+            vals = veg
+        else:
+            vals = np.asarray(fields[c], dtype=np.float64)
+        ds[c] = xr.DataArray(vals, dims="site", attrs={"units": SITE_FIELDS[c][0], "long_name": SITE_FIELDS[c][1]})
+    ds.attrs = {"title": "ailand site statics", "source": f"space_filling_sites(n={n}, seed={seed})"}
+    return ds.set_coords([c for c in STRING_COLUMNS if c in ds])

@@ -181,11 +181,13 @@ def test_cli_ensemble(tmp_path, capsys):
 
     out = tmp_path / "cli.zarr"
     argv = ["ensemble", "--members", "2", "--include-default", "--sites", "FR-Fon", "--start", "2020-01-01",
-            "--end", "2020-01-04", "--spinup-years", "0", "--output-freq", "12h", "--synthetic-sites", "1", "--out", str(out)]
+            "--end", "2020-01-04", "--spinup-years", "0", "--output-freq", "12h", "--synthetic-sites", "1",
+            "--space-filling-sites", "2", "--out", str(out)]
     assert main(argv) == 0
     assert "wrote" in capsys.readouterr().out
     ens = load_ensemble(out)
-    assert ens.data.shape[0] == 8 and ens.sites == ["FR-Fon", "FR-Fon~1"]  # the site and one synthetic copy
+    # the site, one synthetic copy and two space-filling sites
+    assert ens.data.shape[0] == 8 and ens.sites == ["FR-Fon", "FR-Fon~1", "SF001", "SF002"]
     assert ens.statistics["clim_sand"]["stdev"] > 0  # the copy has its own soil
     assert np.allclose(ens.design.isel(member=0).values, ens.space.default_vector)
     assert main(argv) == 2  # exists, no --overwrite

@@ -120,3 +120,31 @@ def test_perturbed_sites_are_named_seeded_and_physical():
     assert list(a["veg_type"].values[:2]) == ["deciduous_broadleaf", "desert"]
     with pytest.raises(ValueError, match="copies"):
         perturbed_sites(["FR-Fon"], copies=0)
+
+
+def test_space_filling_sites_cover_the_soil_and_climate_space():
+    """A Latin hypercube over the site generator: seeded, physical, and spread over the whole
+    range of soils and climates (every fifth of the sand range and of log precipitation is
+    hit), unlike jittered copies of the real sites."""
+    import ailand
+    from ailand.sites import VEG_TYPES, space_filling_sites
+
+    a, b = space_filling_sites(40, seed=3), space_filling_sites(40, seed=3)
+    assert list(a["site"].values[:2]) == ["SF001", "SF002"] and a.sizes["site"] == 40
+    for v in a.data_vars:
+        np.testing.assert_array_equal(a[v].values, b[v].values)
+    assert not np.allclose(a["sand"].values, space_filling_sites(40, seed=4)["sand"].values)
+    assert set(load_sites().data_vars) == set(a.data_vars)
+    assert (a["sand"] + a["clay"] <= 0.95 + 1e-12).all() and (a["clay"] > 0).all()
+    assert ((a["cveg"] > 0) & (a["cveg"] < 1)).all() and (a["lai_max"] > a["lai_min"]).all()
+    assert ((a["wet_day_fraction"] > 0) & (a["wet_day_fraction"] <= 0.8)).all()
+    for v, lo, hi in (("sand", 0.03, 0.92), ("precip_annual", np.log(50.0), np.log(3000.0))):
+        x = np.log(a[v].values) if v == "precip_annual" else a[v].values
+        hits = np.histogram(x, bins=5, range=(lo, hi))[0]
+        assert (hits >= 6).all(), (v, hits)  # stratified: 8 per fifth, no empty corner
+    assert set(a["veg_type"].values) <= set(VEG_TYPES) and len(set(a["veg_type"].values)) >= 6
+    assert (a["veg_type"].values[a["precip_annual"].values < 120.0] == "desert").all()
+    f = ailand.synthetic_forcing(a.isel(site=slice(0, 3)), "2020-01-01", "2020-01-10")
+    assert list(f["site"].values) == ["SF001", "SF002", "SF003"] and np.isfinite(f["Tair"].values).all()
+    with pytest.raises(ValueError, match="n must be"):
+        space_filling_sites(0)

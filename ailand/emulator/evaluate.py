@@ -193,12 +193,14 @@ def compare_rollout(em, data, member=None, sites=None, variables=("swvl1", "stl1
 
 def drift_check(em, sites=None, years: int = 10, start: str = "2020-01-01", seed: int = 1, spinup_years: int = 2, params=None, progress=False) -> xr.Dataset:
     """A long free rollout of the emulator next to the physics, both from the physics'
-    spun-up state, on synthetic weather (``seed``): annual means of the main variables
+    spun-up state, on synthetic weather (``seed``) at ``sites`` (names from the site table,
+    or a Dataset of site statics such as :func:`ailand.sites.space_filling_sites`): annual means of the main variables
     over ``(source, year, site)`` plus ``finite`` (no NaN/inf anywhere in the emulator run)."""
     from ..forcing import synthetic_forcing
     from ..physics import ToyEcLand
 
-    sites = list(sites) if sites is not None else list(em.meta.get("training", {}).get("val_sites") or ["FR-Fon"])
+    if not isinstance(sites, xr.Dataset):  # names from data/sites.csv, or a Dataset of site statics
+        sites = list(sites) if sites is not None else list(em.meta.get("training", {}).get("val_sites") or ["FR-Fon"])
     end = str(pd.Timestamp(start) + pd.DateOffset(years=years) - pd.Timedelta(days=1))[:10]
     f = synthetic_forcing(sites, start, end, seed=seed)
     phys = ToyEcLand()

@@ -7,7 +7,8 @@ sets (every 3rd 6-hour step), fine-tunes a copy of the shipped emulator with
 the sensitivities before and after at the held-out sites (BE-Lon, US-Kon, April-September
 2019). Writes runs/jenn/emulator.pt and runs/jenn/scores.json.
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/emulator_jenn.py 1.0 1500 [ENSEMBLE]   # ~8 min
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/emulator_jenn.py 1.0 1500 [ENSEMBLE] \\
+        [--emulator PATH] [--lr 3e-4] [--out runs/jenn]   # ~8 min
 
 ENSEMBLE: the emulator's training ensemble (default runs/ensemble/default.zarr, ``make
 ensemble``), whose values the stage keeps fitting.
@@ -34,11 +35,20 @@ HELD_OUT_SITES = ["BE-Lon", "US-Kon"]
 
 
 def main(argv) -> int:
-    jac_weight, steps = float(argv[0]), int(argv[1])
-    ensemble = argv[2] if len(argv) > 2 else "runs/ensemble/default.zarr"
+    import argparse
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("jac_weight", type=float)
+    p.add_argument("steps", type=int)
+    p.add_argument("ensemble", nargs="?", default="runs/ensemble/default.zarr")
+    p.add_argument("--emulator", default=None, help="emulator to fine-tune (default: the shipped one)")
+    p.add_argument("--lr", type=float, default=3e-4, help="peak learning rate of the stage")
+    p.add_argument("--out", default="runs/jenn", help="output folder (emulator.pt, scores.json)")
+    args = p.parse_args(argv)
+    jac_weight, steps, ensemble = args.jac_weight, args.steps, args.ensemble
     warnings.simplefilter("ignore", UserWarning)
     torch.set_num_threads(1)
-    em = Emulator.default()
+    em = Emulator.load(args.emulator) if args.emulator else Emulator.default()
     draw = em.space.sample(3, seed=5)  # (3, parameter)
     params = {n: np.concatenate([[d], np.asarray(draw.sel(parameter=n).values)]) for n, d in zip(em.space.names, em.space.default_vector)}
     t = time.time()
@@ -47,16 +57,17 @@ def main(argv) -> int:
     print(f"training set: {len(js)} samples in {time.time() - t:.0f} s", flush=True)
     jh = physics_sensitivities(em, ailand.synthetic_forcing(HELD_OUT_SITES, "2019-04-01", "2019-09-30", seed=22), every=3, spinup_years=1)
     before = {"train": sensitivity_scores(em, js), "held_out_sites": sensitivity_scores(em, jh)}
-    rec = fit_jacobian(em, ensemble, js, jac_weight=jac_weight, steps=steps, progress=True)
+    rec = fit_jacobian(em, ensemble, js, jac_weight=jac_weight, steps=steps, lr=args.lr, progress=True)
     after = {"train": sensitivity_scores(em, js), "held_out_sites": sensitivity_scores(em, jh)}
     print("held-out sites: sign agreement (magnitude ratio), before -> after")
     for o in js.outputs:
         b, a = before["held_out_sites"][o], after["held_out_sites"][o]
         print(f"  {o:6s} {b['sign_agreement']:.2f} ({b['magnitude_ratio']:.2f}) -> {a['sign_agreement']:.2f} ({a['magnitude_ratio']:.2f})")
-    Path("runs/jenn").mkdir(parents=True, exist_ok=True)
-    em.save("runs/jenn/emulator.pt")
-    json.dump({"before": before, "after": after, "fit": rec}, open("runs/jenn/scores.json", "w"), indent=1)
-    print(f"wrote runs/jenn/emulator.pt and runs/jenn/scores.json ({rec['seconds']:.0f} s of fine-tuning)")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    em.save(out / "emulator.pt")
+    json.dump({"before": before, "after": after, "fit": rec}, open(out / "scores.json", "w"), indent=1)
+    print(f"wrote {out}/emulator.pt and {out}/scores.json ({rec['seconds']:.0f} s of fine-tuning)")
     return 0
 
 
